@@ -1,0 +1,68 @@
+"""A numpy evaluator of the float ONNX graph, used to calibrate post-training quantizers."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from ..quantization.stages import ACTIVATIONS
+
+
+def _gemm(a, b, c=None, alpha=1.0, beta=1.0, transA=0, transB=0):
+    a = a.T if transA else a
+    b = b.T if transB else b
+    out = alpha * (a @ b)
+    return out if c is None else out + beta * c
+
+
+def _quant(x, scale, zero_point, bit_width, signed=1, narrow=0, rounding_mode=b"ROUND"):
+    n = int(bit_width)
+    qmin = -(2 ** (n - 1)) + int(narrow) if signed else 0
+    qmax = 2 ** (n - 1) - 1 if signed else 2**n - 1 - int(narrow)
+    q = np.clip(np.rint(x / scale) + zero_point, qmin, qmax)
+    return scale * (q - zero_point)
+
+
+def _reshape(x, shape):
+    shape = [x.shape[0]] + [int(d) for d in shape[1:]]
+    return x.reshape(shape)
+
+
+_EVALUATORS = {
+    "Gemm": _gemm,
+    "MatMul": lambda a, b: a @ b,
+    "Add": np.add,
+    "Sub": np.subtract,
+    "Mul": np.multiply,
+    "Div": np.divide,
+    "Quant": _quant,
+    "Reshape": _reshape,
+    "Flatten": lambda x, axis=1: x.reshape(x.shape[0], -1),
+    "Identity": lambda x: x,
+    "Dropout": lambda x, *args, **kwargs: x,
+    **{op: function for op, function in ACTIVATIONS.items() if op != "Identity"},
+}
+
+
+def evaluate_onnx(model: onnx.ModelProto, x: np.ndarray) -> dict[str, np.ndarray]:
+    """Run the graph on ``x`` in float64; returns every tensor by name.
+
+    The batch axis is free: shapes recorded at export (batch 1) are not enforced.
+    """
+    graph = model.graph
+    values = {
+        init.name: numpy_helper.to_array(init).astype(np.float64) for init in graph.initializer
+    }
+    (data_input,) = [inp for inp in graph.input if inp.name not in values]
+    values[data_input.name] = np.asarray(x, dtype=np.float64)
+    for node in graph.node:
+        if node.op_type == "Constant":
+            values[node.output[0]] = numpy_helper.to_array(node.attribute[0].t).astype(np.float64)
+            continue
+        if node.op_type not in _EVALUATORS:
+            raise ValueError(f"Unsupported ONNX operator {node.op_type!r} (node {node.name!r}).")
+        attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        inputs = [values[name] for name in node.input if name]
+        values[node.output[0]] = _EVALUATORS[node.op_type](*inputs, **attributes)
+    return values

@@ -1,0 +1,207 @@
+"""Turn an ONNX graph into the integer program of a QuantizedModule, with certified bounds.
+
+The builder walks the graph in order. Each node's op class (from ONNX_OPS_TO_QUANTIZED_IMPL)
+translates it, calling back here to emit program steps: a linear layer becomes a LinearStep
+whose accumulator range is certified by interval arithmetic over every integer its input can
+hold; a quantizer after it becomes one LookupStep that fuses rescale, bias, activation and
+re-quantization.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from .program import LinearStep, LookupStep, ReshapeStep, bits_for
+from .quantizers import QuantizationOptions, UniformQuantizer
+from .stages import Affine, apply_stages
+from .values import ClearInput, Constant, Encrypted
+
+
+@dataclass
+class LayerReport:
+    """What one linear layer costs and why it cannot overflow."""
+
+    name: str
+    n_neurons: int
+    accumulator_min: np.ndarray  # certified, per neuron
+    accumulator_max: np.ndarray
+    certified_bits: int  # bits of the (offset, non-negative) accumulator the circuit holds
+    pbs_count: int = 0
+    pbs_precision: int | None = None
+    lsbs_to_remove: int = 0
+    calibrated_min: int | None = None
+    calibrated_max: int | None = None
+
+
+@dataclass
+class PostTrainingOptions:
+    """How to quantize what a float graph leaves unquantized (post-training quantization)."""
+
+    input_bits: int
+    weight_bits: int
+    activation_bits: int
+    calibration: dict  # ONNX tensor name -> float values on the calibration set
+
+    def calibrated_quantizer(self, tensor_name: str, options: QuantizationOptions):
+        if tensor_name not in self.calibration:
+            raise ValueError(f"No calibration data for tensor {tensor_name!r}.")
+        return UniformQuantizer.from_values(options, self.calibration[tensor_name])
+
+
+def _rounding_lsbs(bit_width: int, rounding_threshold_bits: int | None) -> int:
+    if rounding_threshold_bits is None:
+        return 0
+    return max(bit_width - rounding_threshold_bits, 0)
+
+
+class ModuleBuilder:
+    """Collects the program steps, the input quantizer and the layer reports of one graph."""
+
+    def __init__(
+        self,
+        post_training: PostTrainingOptions | None = None,
+        rounding_threshold_bits: int | None = None,
+    ):
+        self.post_training = post_training
+        self.rounding_threshold_bits = rounding_threshold_bits
+        self.steps: list = []
+        self.layers: list[LayerReport] = []
+        self.input_quantizer: UniformQuantizer | None = None
+        self.input_value: ClearInput | None = None
+        self.graph_input_shape: tuple[int, ...] = ()
+
+    # -- steps emitted by the op classes -------------------------------------------------------
+
+    def quantize_input(self, value: ClearInput, quantizer: UniformQuantizer) -> Encrypted:
+        """The client quantizes; the circuit receives ``q − qmin`` (never negative)."""
+        if self.input_quantizer is not None:
+            raise ValueError("The graph quantizes its input twice; only one input quantizer.")
+        if np.ndim(quantizer.scale) != 0:
+            raise ValueError("The input quantizer must have one scale for the whole tensor.")
+        self.input_quantizer = quantizer
+        self.input_value = value
+        qmin, qmax = quantizer.options.qmin, quantizer.options.qmax
+        base = np.full(value.feature_shape, qmin, dtype=np.int64)
+        return Encrypted.on_grid(quantizer, base, base * 0 + (qmax - qmin), producer=None)
+
+    def add_linear(self, x: Encrypted, weight: np.ndarray, scale, bias, name: str) -> Encrypted:
+        """Emit ``x @ weightᵀ`` on quantized ``x``; the float view adds ``scale`` and ``bias``.
+
+        ``weight`` is the integer matrix (n_out, n_in). The accumulator bounds are exact:
+        each input independently takes either end of its range, so the extreme of neuron j
+        puts inputs with positive weights at their maximum and the others at their minimum.
+        """
+        if x.grid is None or len(x.feature_shape) != 1:
+            raise ValueError(f"{name}: a linear layer needs a quantized 1-D input.")
+        weight = np.asarray(weight, dtype=np.int64)
+        if weight.shape[1] != x.feature_shape[0]:
+            raise ValueError(
+                f"{name}: weight has {weight.shape[1]} inputs, the tensor has {x.feature_shape[0]}."
+            )
+        centered_base = x.grid.base - x.grid.quantizer.zero_point
+        constant = weight @ centered_base
+        acc_min = constant + np.minimum(weight, 0) @ x.span
+        acc_max = constant + np.maximum(weight, 0) @ x.span
+        span = acc_max - acc_min
+        step = LinearStep(weight, constant - acc_min, bits_for(span.max()))
+        self.steps.append(step)
+        self.layers.append(LayerReport(name, weight.shape[0], acc_min, acc_max, step.bit_width))
+        stages = (Affine(scale, np.asarray(scale) * acc_min + np.asarray(bias)),)
+        return Encrypted(span, stages, None, producer=step)
+
+    def add_lookup(self, x: Encrypted, quantizer: UniformQuantizer) -> Encrypted:
+        """Emit one table lookup per feature: ``quantizer(stages(stored))``."""
+        if len(x.feature_shape) != 1:
+            raise ValueError("A quantizer inside the circuit needs a 1-D tensor; flatten first.")
+        if np.ndim(quantizer.scale) != 0:
+            raise ValueError("Activation quantizers must have one scale for the whole tensor.")
+        producer = x.producer
+        lsbs = 0
+        if isinstance(producer, LinearStep):
+            lsbs = _rounding_lsbs(producer.bit_width, self.rounding_threshold_bits)
+        unit = 1 << lsbs
+        reachable_max = ((x.span + unit // 2) // unit) * unit  # largest value after rounding
+        input_bits = bits_for(reachable_max.max())
+        if isinstance(producer, LinearStep):
+            producer.bit_width = max(producer.bit_width, input_bits)
+
+        grid_values = np.arange(2**input_bits)
+        view = apply_stages(x.stages, grid_values[:, None])
+        q = quantizer.quant(np.broadcast_to(view, (len(grid_values), len(x.span)))).T
+        reachable = (grid_values[None, :] <= reachable_max[:, None]) & (grid_values % unit == 0)
+        q_min = np.where(reachable, q, np.iinfo(np.int64).max).min(axis=1)
+        q_max = np.where(reachable, q, np.iinfo(np.int64).min).max(axis=1)
+        tables = np.clip(q, q_min[:, None], q_max[:, None]) - q_min[:, None]
+        span = q_max - q_min
+        step = LookupStep(tables, input_bits, lsbs, bits_for(span.max()))
+        self.steps.append(step)
+        if isinstance(producer, LinearStep) and self.layers:
+            report = self.layers[-1]
+            report.pbs_count, report.pbs_precision = len(span), step.precision
+            report.lsbs_to_remove = lsbs
+        return Encrypted.on_grid(quantizer, q_min, span, producer=step)
+
+    def add_reshape(self, x: Encrypted, feature_shape: tuple[int, ...]) -> Encrypted:
+        if x.grid is None:
+            raise ValueError("Reshaping an accumulator before its quantizer is not supported.")
+        step = ReshapeStep(feature_shape)
+        self.steps.append(step)
+        return Encrypted.on_grid(
+            x.grid.quantizer,
+            x.grid.base.reshape(feature_shape),
+            x.span.reshape(feature_shape),
+            producer=step,
+        )
+
+    def ensure_quantized(self, value, tensor_name: str, consumer: str) -> Encrypted:
+        """Return ``value`` as quantized integers, inserting a calibrated quantizer (PTQ)."""
+        if isinstance(value, Encrypted) and value.grid is not None:
+            return value
+        if self.post_training is None:
+            raise ValueError(
+                f"{consumer} reads tensor {tensor_name!r}, which no quantizer precedes. A QAT "
+                "graph needs a Quant node there; a float graph needs compile_torch_model."
+            )
+        options = self.post_training
+        if isinstance(value, ClearInput):
+            grid = QuantizationOptions(options.input_bits, is_signed=False)
+            return self.quantize_input(value, options.calibrated_quantizer(tensor_name, grid))
+        if isinstance(value, Encrypted):
+            grid = QuantizationOptions(options.activation_bits, is_signed=False)
+            return self.add_lookup(value, options.calibrated_quantizer(tensor_name, grid))
+        raise ValueError(f"{consumer}: tensor {tensor_name!r} is a constant, not an activation.")
+
+    # -- the graph walk ------------------------------------------------------------------------
+
+    def build(self, model: onnx.ModelProto, op_registry: dict):
+        """Translate every node; returns the graph output's value."""
+        graph = model.graph
+        values: dict[str, object] = {
+            init.name: Constant(numpy_helper.to_array(init).astype(np.float64))
+            for init in graph.initializer
+        }
+        data_inputs = [inp for inp in graph.input if inp.name not in values]
+        if len(data_inputs) != 1 or len(graph.output) != 1:
+            raise ValueError("Only graphs with one data input and one output are supported.")
+        dims = data_inputs[0].type.tensor_type.shape.dim
+        self.graph_input_shape = tuple(d.dim_value for d in dims[1:])
+        values[data_inputs[0].name] = ClearInput(self.graph_input_shape)
+        for node in graph.node:
+            if node.op_type not in op_registry:
+                raise ValueError(
+                    f"Unsupported ONNX operator {node.op_type!r} (node {node.name!r}). "
+                    f"Supported: {', '.join(sorted(op_registry))}."
+                )
+            op = op_registry[node.op_type](
+                {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            )
+            inputs = [values[name] if name else None for name in node.input]
+            values[node.output[0]] = op.apply(self, inputs, list(node.input), node.name)
+        result = values[graph.output[0].name]
+        if not isinstance(result, Encrypted):
+            raise ValueError("The graph output does not depend on its input through any layer.")
+        return result

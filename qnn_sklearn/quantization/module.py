@@ -1,0 +1,208 @@
+"""QuantizedModule: integer-only inference, in the clear or in FHE, from one program."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from concrete import fhe
+from tqdm.auto import tqdm
+
+from .builder import LayerReport, ModuleBuilder, PostTrainingOptions
+from .ops import ONNX_OPS_TO_QUANTIZED_IMPL
+from .program import LinearStep, run_program
+from .quantizers import UniformQuantizer
+from .stages import apply_stages
+
+DEFAULT_P_ERROR = 2.0**-40
+"""Per-bootstrap error probability when neither ``p_error`` nor ``global_p_error`` is given.
+
+At 2⁻⁴⁰ a model with a thousand bootstraps errs about once in a billion predictions, so FHE
+equals the clear integer model in practice; raising it buys little speed at these precisions.
+"""
+
+FHE_MODES = ("disable", "simulate", "execute")
+
+_COMPILE_SAMPLE_ROWS = 256
+
+
+def check_fhe_mode(fhe_mode: str) -> str:
+    if fhe_mode not in FHE_MODES:
+        raise ValueError(f"fhe must be one of {FHE_MODES}, got {fhe_mode!r}.")
+    return fhe_mode
+
+
+class QuantizedModule:
+    """An integer model: clear pre-processing, input quantizer, integer program, dequantizer.
+
+    Build one with :meth:`from_onnx` (or ``compile_torch_model`` /
+    ``compile_brevitas_qat_model``). ``forward(x, fhe=...)`` runs the same program in the clear
+    (``"disable"``), in concrete-python's simulation (``"simulate"``) or encrypted
+    (``"execute"``), after :meth:`compile` for the last two.
+    """
+
+    def __init__(
+        self,
+        input_shape: tuple[int, ...],
+        preprocessing: tuple,
+        input_quantizer: UniformQuantizer,
+        steps: list,
+        output_stages: tuple,
+        layers: list[LayerReport],
+    ):
+        self.input_shape = tuple(input_shape)
+        self.preprocessing = tuple(preprocessing)
+        self.input_quantizer = input_quantizer
+        self.steps = steps
+        self.output_stages = tuple(output_stages)
+        self.layers = layers
+        self.fhe_circuit = None
+
+    @classmethod
+    def from_onnx(
+        cls,
+        model: onnx.ModelProto,
+        post_training: PostTrainingOptions | None = None,
+        rounding_threshold_bits: int | None = None,
+    ) -> QuantizedModule:
+        """Translate an ONNX (or QONNX) graph; ``post_training`` quantizes a float graph."""
+        builder = ModuleBuilder(post_training, rounding_threshold_bits)
+        output = builder.build(model, ONNX_OPS_TO_QUANTIZED_IMPL)
+        if builder.input_quantizer is None:
+            raise ValueError("The graph never quantizes its input.")
+        if not builder.layers:
+            raise ValueError("The graph has no linear layer to run encrypted.")
+        return cls(
+            builder.graph_input_shape,
+            builder.input_value.preprocessing,
+            builder.input_quantizer,
+            builder.steps,
+            output.stages,
+            builder.layers,
+        )
+
+    # -- input checks and the clear ends of the pipeline --------------------------------------
+
+    def check_input(self, x) -> np.ndarray:
+        """Float64 array of shape (n, *input_shape); ValueError naming what is wrong."""
+        try:
+            x = np.asarray(x, dtype=np.float64)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"Input must be numeric: {error}") from error
+        if x.ndim == len(self.input_shape):
+            x = x[None]
+        if x.shape[1:] != self.input_shape:
+            raise ValueError(
+                f"Input has shape {x.shape}; expected (n_samples, {', '.join(map(str, self.input_shape))})."
+            )
+        if x.shape[0] == 0:
+            raise ValueError("Input is empty: it has 0 samples.")
+        if not np.all(np.isfinite(x)):
+            raise ValueError("Input contains NaN or infinity; clean or impute it first.")
+        return x
+
+    def quantize_input(self, x) -> np.ndarray:
+        """Floats to the circuit's input integers ``q − qmin`` (so they are never negative)."""
+        x = self.check_input(x)
+        for function in self.preprocessing:
+            x = function(x)
+        return self.input_quantizer.quant(x) - self.input_quantizer.options.qmin
+
+    def dequantize_output(self, q_out: np.ndarray) -> np.ndarray:
+        """The circuit's output integers to the float output of the network."""
+        return apply_stages(self.output_stages, q_out)
+
+    # -- the integer program ------------------------------------------------------------------
+
+    def _circuit_function(self, x):
+        return run_program(self.steps, x)
+
+    def quantized_forward(self, q_x: np.ndarray, fhe: str = "disable", verbose=False):
+        """Integers in, integers out: the clear program, its simulation, or FHE execution."""
+        check_fhe_mode(fhe)
+        q_x = np.asarray(q_x, dtype=np.int64)
+        if fhe == "disable":
+            return run_program(self.steps, q_x)
+        circuit = self._require_circuit()
+        run = circuit.simulate if fhe == "simulate" else circuit.encrypt_run_decrypt
+        rows = tqdm(q_x, desc=f"FHE {fhe}", disable=not verbose, unit="row")
+        return np.concatenate([np.asarray(run(row[None])).reshape(1, -1) for row in rows])
+
+    def forward(self, x, fhe: str = "disable", verbose: bool = False) -> np.ndarray:
+        """Float in, float out through the integer model."""
+        return self.dequantize_output(self.quantized_forward(self.quantize_input(x), fhe, verbose))
+
+    def _require_circuit(self):
+        if self.fhe_circuit is None:
+            raise RuntimeError(
+                "This model has no FHE circuit yet: call compile(X) first, with representative "
+                "inputs, to simulate or execute in FHE."
+            )
+        return self.fhe_circuit
+
+    # -- compilation --------------------------------------------------------------------------
+
+    def compile(
+        self,
+        inputset,
+        configuration: fhe.Configuration | None = None,
+        p_error: float | None = None,
+        global_p_error: float | None = None,
+        verbose: bool = False,
+    ):
+        """Build the concrete-python circuit; returns it and stores it as ``fhe_circuit``.
+
+        Bit widths come from the certified bounds (hints on every accumulator and lookup), so
+        the inputset only needs to be representative: it sets the calibrated ranges reported
+        by :meth:`bitwidth_report`. The grid's extreme inputs are added to it.
+        """
+        q_x = self.quantize_input(inputset)
+        self.calibrate(q_x)
+        options = self.input_quantizer.options
+        extremes = np.stack(
+            [np.zeros(q_x.shape[1:], np.int64), np.full(q_x.shape[1:], options.qmax - options.qmin)]
+        )
+        rng = np.random.default_rng(0)
+        sample = q_x[rng.permutation(len(q_x))[:_COMPILE_SAMPLE_ROWS]]
+        compile_set = [row[None] for row in np.concatenate([extremes, sample])]
+        if p_error is None and global_p_error is None:
+            p_error = DEFAULT_P_ERROR
+        configuration = (configuration or fhe.Configuration()).fork(
+            p_error=p_error, global_p_error=global_p_error, verbose=verbose
+        )
+        compiler = fhe.Compiler(self._circuit_function, {"x": "encrypted"})
+        self.fhe_circuit = compiler.compile(compile_set, configuration=configuration)
+        return self.fhe_circuit
+
+    def calibrate(self, q_x: np.ndarray) -> None:
+        """Record each layer's accumulator range on these inputs (for the report)."""
+        reports = iter(self.layers)
+        x = np.asarray(q_x, dtype=np.int64)
+        for step in self.steps:
+            x = step(x)
+            if isinstance(step, LinearStep):
+                report = next(reports)
+                acc = x + report.accumulator_min
+                report.calibrated_min, report.calibrated_max = int(acc.min()), int(acc.max())
+
+    def bitwidth_report(self) -> list[dict]:
+        """Per linear layer: certified and calibrated accumulator range, bits, PBS."""
+        return [
+            {
+                "layer": report.name,
+                "neurons": report.n_neurons,
+                "certified_range": (
+                    int(report.accumulator_min.min()),
+                    int(report.accumulator_max.max()),
+                ),
+                "certified_bits": report.certified_bits,
+                "calibrated_range": (
+                    None
+                    if report.calibrated_min is None
+                    else (report.calibrated_min, report.calibrated_max)
+                ),
+                "pbs_count": report.pbs_count,
+                "pbs_precision": report.pbs_precision,
+                "lsbs_to_remove": report.lsbs_to_remove,
+            }
+            for report in self.layers
+        ]

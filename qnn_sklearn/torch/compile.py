@@ -1,0 +1,104 @@
+"""compile_torch_model (post-training quantization) and compile_brevitas_qat_model."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..onnx import evaluate_onnx, export_brevitas_to_qonnx, export_torch_to_onnx
+from ..quantization import PostTrainingOptions, QuantizedModule
+
+N_BITS_KEYS = ("model_inputs", "op_weights", "op_inputs")
+
+
+def _as_numpy(inputset) -> np.ndarray:
+    if isinstance(inputset, torch.Tensor):
+        inputset = inputset.detach().cpu().numpy()
+    inputset = np.asarray(inputset, dtype=np.float64)
+    if inputset.ndim < 2 or inputset.shape[0] == 0:
+        raise ValueError("The inputset must be a non-empty batch: shape (n_samples, ...).")
+    if not np.all(np.isfinite(inputset)):
+        raise ValueError("The inputset contains NaN or infinity.")
+    return inputset
+
+
+def _n_bits_per_role(n_bits) -> dict[str, int]:
+    """One integer for every role, or a dict naming bits per role."""
+    if isinstance(n_bits, dict):
+        missing = set(N_BITS_KEYS) - set(n_bits)
+        if missing:
+            raise ValueError(
+                f"n_bits dict needs the keys {N_BITS_KEYS}; missing {sorted(missing)}."
+            )
+        return {key: n_bits[key] for key in N_BITS_KEYS}
+    return dict.fromkeys(N_BITS_KEYS, n_bits)
+
+
+def build_torch_model(
+    torch_model: torch.nn.Module,
+    torch_inputset,
+    n_bits=3,
+    rounding_threshold_bits: int | None = None,
+) -> QuantizedModule:
+    """Post-training quantization of a float torch MLP, calibrated on ``torch_inputset``.
+
+    Weights are quantized symmetric per tensor to ``op_weights`` bits; the input and every
+    activation that feeds a linear layer get an unsigned ``model_inputs`` / ``op_inputs``-bit
+    quantizer spanning the range seen on the inputset (and 0).
+    """
+    inputset = _as_numpy(torch_inputset)
+    bits = _n_bits_per_role(n_bits)
+    model = export_torch_to_onnx(torch_model, torch.as_tensor(inputset, dtype=torch.float32))
+    post_training = PostTrainingOptions(
+        input_bits=bits["model_inputs"],
+        weight_bits=bits["op_weights"],
+        activation_bits=bits["op_inputs"],
+        calibration=evaluate_onnx(model, inputset),
+    )
+    return QuantizedModule.from_onnx(model, post_training, rounding_threshold_bits)
+
+
+def build_brevitas_qat_model(
+    brevitas_model: torch.nn.Module,
+    torch_inputset,
+    rounding_threshold_bits: int | None = None,
+) -> QuantizedModule:
+    """Import the integer model that a Brevitas network learned: its quantizers' scales, zero
+    points and bit widths, so the integer model equals Brevitas' fake-quantized forward.
+
+    ``torch_inputset`` only fixes the input shape for the export; nothing is calibrated.
+    """
+    inputset = _as_numpy(torch_inputset)
+    model = export_brevitas_to_qonnx(brevitas_model, torch.as_tensor(inputset, dtype=torch.float32))
+    return QuantizedModule.from_onnx(model, None, rounding_threshold_bits)
+
+
+def compile_torch_model(
+    torch_model: torch.nn.Module,
+    torch_inputset,
+    n_bits=3,
+    rounding_threshold_bits: int | None = None,
+    configuration=None,
+    p_error: float | None = None,
+    global_p_error: float | None = None,
+    verbose: bool = False,
+) -> QuantizedModule:
+    """Quantize a float torch MLP after training and compile it to an FHE circuit."""
+    module = build_torch_model(torch_model, torch_inputset, n_bits, rounding_threshold_bits)
+    module.compile(_as_numpy(torch_inputset), configuration, p_error, global_p_error, verbose)
+    return module
+
+
+def compile_brevitas_qat_model(
+    brevitas_model: torch.nn.Module,
+    torch_inputset,
+    rounding_threshold_bits: int | None = None,
+    configuration=None,
+    p_error: float | None = None,
+    global_p_error: float | None = None,
+    verbose: bool = False,
+) -> QuantizedModule:
+    """Import a Brevitas quantization-aware model and compile it to an FHE circuit."""
+    module = build_brevitas_qat_model(brevitas_model, torch_inputset, rounding_threshold_bits)
+    module.compile(_as_numpy(torch_inputset), configuration, p_error, global_p_error, verbose)
+    return module
