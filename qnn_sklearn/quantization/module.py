@@ -92,7 +92,8 @@ class QuantizedModule:
             x = x[None]
         if x.shape[1:] != self.input_shape:
             raise ValueError(
-                f"Input has shape {x.shape}; expected (n_samples, {', '.join(map(str, self.input_shape))})."
+                f"Input has shape {x.shape}; expected (n_samples, *{self.input_shape}): "
+                f"{int(np.prod(self.input_shape))} features per sample."
             )
         if x.shape[0] == 0:
             raise ValueError("Input is empty: it has 0 samples.")
