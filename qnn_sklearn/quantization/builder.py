@@ -52,6 +52,10 @@ class PostTrainingOptions:
         return UniformQuantizer.from_values(options, self.calibration[tensor_name])
 
 
+MAX_LOOKUP_BITS = 16
+"""Widest table lookup concrete-python compiles."""
+
+
 def _rounding_lsbs(bit_width: int, rounding_threshold_bits: int | None) -> int:
     if rounding_threshold_bits is None:
         return 0
@@ -126,6 +130,12 @@ class ModuleBuilder:
         unit = 1 << lsbs
         reachable_max = ((x.span + unit // 2) // unit) * unit  # largest value after rounding
         input_bits = bits_for(reachable_max.max())
+        if input_bits - lsbs > MAX_LOOKUP_BITS:
+            raise ValueError(
+                f"A table lookup would read a {input_bits - lsbs}-bit accumulator; FHE supports "
+                f"at most {MAX_LOOKUP_BITS} bits. Lower the weight or activation bits, prune "
+                "(n_accum_bits), or set rounding_threshold_bits."
+            )
         if isinstance(producer, LinearStep):
             producer.bit_width = max(producer.bit_width, input_bits)
 

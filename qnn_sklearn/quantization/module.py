@@ -55,7 +55,8 @@ class QuantizedModule:
         self.steps = steps
         self.output_stages = tuple(output_stages)
         self.layers = layers
-        self.fhe_circuit = None
+        self._circuit = None
+        self._compile_spec = None  # what compile() was given, to rebuild after unpickling
 
     @classmethod
     def from_onnx(
@@ -132,13 +133,33 @@ class QuantizedModule:
         """Float in, float out through the integer model."""
         return self.dequantize_output(self.quantized_forward(self.quantize_input(x), fhe, verbose))
 
+    @property
+    def is_compiled(self) -> bool:
+        return self._compile_spec is not None
+
+    @property
+    def fhe_circuit(self):
+        """The concrete-python circuit; None before :meth:`compile`.
+
+        A circuit does not survive pickling; it is compiled again, from the same integer
+        inputset and configuration, the first time it is needed after unpickling.
+        """
+        if self._circuit is None and self._compile_spec is not None:
+            self._circuit = self._compile_circuit(**self._compile_spec)
+        return self._circuit
+
     def _require_circuit(self):
-        if self.fhe_circuit is None:
+        if not self.is_compiled:
             raise RuntimeError(
                 "This model has no FHE circuit yet: call compile(X) first, with representative "
                 "inputs, to simulate or execute in FHE."
             )
         return self.fhe_circuit
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_circuit"] = None
+        return state
 
     # -- compilation --------------------------------------------------------------------------
 
@@ -164,15 +185,19 @@ class QuantizedModule:
         )
         rng = np.random.default_rng(0)
         sample = q_x[rng.permutation(len(q_x))[:_COMPILE_SAMPLE_ROWS]]
-        compile_set = [row[None] for row in np.concatenate([extremes, sample])]
         if p_error is None and global_p_error is None:
             p_error = DEFAULT_P_ERROR
         configuration = (configuration or fhe.Configuration()).fork(
             p_error=p_error, global_p_error=global_p_error, verbose=verbose
         )
+        spec = {"compile_set": np.concatenate([extremes, sample]), "configuration": configuration}
+        self._circuit = self._compile_circuit(**spec)
+        self._compile_spec = spec
+        return self._circuit
+
+    def _compile_circuit(self, compile_set: np.ndarray, configuration: fhe.Configuration):
         compiler = fhe.Compiler(self._circuit_function, {"x": "encrypted"})
-        self.fhe_circuit = compiler.compile(compile_set, configuration=configuration)
-        return self.fhe_circuit
+        return compiler.compile([row[None] for row in compile_set], configuration=configuration)
 
     def calibrate(self, q_x: np.ndarray) -> None:
         """Record each layer's accumulator range on these inputs (for the report)."""

@@ -1,0 +1,156 @@
+"""What both estimators share: validation, training with pruning, the integer model, FHE."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from ..quantization.module import FHE_MODES
+from ..torch import build_brevitas_qat_model
+from .callbacks import AccumulatorPruning
+from .qnn_module import SparseQuantNeuralNetwork
+
+MODULE_DEFAULTS = {"n_layers": 3}
+"""Module arguments with a default here; ``input_dim`` and ``n_outputs`` come from the data."""
+
+
+def estimator_defaults(**overrides) -> dict:
+    """skorch arguments shared by both estimators (quiet, shuffled, no hold-out split)."""
+    defaults = {
+        "module": SparseQuantNeuralNetwork,
+        "optimizer": torch.optim.Adam,
+        "lr": 1e-3,
+        "max_epochs": 50,
+        "batch_size": 64,
+        "train_split": None,
+        "verbose": 0,
+        "iterator_train__shuffle": True,
+        "torch_load_kwargs": {"weights_only": False},
+    }
+    defaults.update(overrides)
+    return defaults
+
+
+def resolve_fhe_mode(execute_in_fhe: bool, fhe: str | None) -> str:
+    """``fhe`` wins; ``execute_in_fhe=True`` is the older spelling of ``fhe="execute"``."""
+    if fhe is None:
+        return "execute" if execute_in_fhe else "disable"
+    if fhe not in FHE_MODES:
+        raise ValueError(f"fhe must be one of {FHE_MODES}, got {fhe!r}.")
+    if execute_in_fhe and fhe != "execute":
+        raise ValueError(f"execute_in_fhe=True contradicts fhe={fhe!r}; pass only one.")
+    return fhe
+
+
+class FHEEstimatorMixin:
+    """Mixed into skorch's NeuralNetClassifier / NeuralNetRegressor (it comes first in the MRO).
+
+    Subclasses define ``_encode_target(y)`` (returns the torch target and the number of
+    network outputs) and ``_output(raw)`` (network output → estimator answer).
+    """
+
+    # -- skorch hooks --------------------------------------------------------------------------
+
+    def get_default_callbacks(self):
+        return [*super().get_default_callbacks(), ("accumulator_pruning", AccumulatorPruning())]
+
+    def get_params_for(self, prefix):
+        params = super().get_params_for(prefix)
+        if prefix == "module" and self.module is SparseQuantNeuralNetwork:
+            params = {**MODULE_DEFAULTS, **params}
+            params.setdefault("input_dim", self.n_features_in_)
+            params.setdefault("n_outputs", self.n_outputs_)
+        return params
+
+    def __sklearn_is_fitted__(self):
+        return hasattr(self, "quantized_module_")
+
+    # -- training ------------------------------------------------------------------------------
+
+    def _validate_X(self, X, reset: bool) -> np.ndarray:
+        return validate_data(self, X, reset=reset, dtype=[np.float64, np.float32]).astype(
+            np.float32
+        )
+
+    def _train(self, train, X, y, **fit_params):
+        X = self._validate_X(X, reset=True)
+        y_torch, self.n_outputs_ = self._encode_target(y, len(X))
+        with torch.random.fork_rng():
+            if self.random_state is not None:
+                torch.manual_seed(self.random_state)
+            train(X, y_torch, **fit_params)
+        self.quantized_module_ = build_brevitas_qat_model(
+            self.module_, X[:1], rounding_threshold_bits=self.rounding_threshold_bits
+        )
+        return self
+
+    def fit(self, X, y, **fit_params):
+        """Train (quantization-aware, pruned) and import the integer model."""
+        return self._train(super().fit, X, y, **fit_params)
+
+    def partial_fit(self, X, y, classes=None, **fit_params):
+        """Continue training for ``max_epochs`` epochs, then import the integer model."""
+        return self._train(super().partial_fit, X, y, **fit_params)
+
+    def prune(self, X, y, n_prune_neurons_percentage: float):
+        """A copy with that fraction of hidden neurons removed and fine-tuned on (X, y)."""
+        check_is_fitted(self)
+        if not 0.0 <= n_prune_neurons_percentage < 1.0:
+            raise ValueError("n_prune_neurons_percentage must be in [0, 1).")
+        pruned = copy.deepcopy(self)
+        pruned.module_.n_prune_neurons_percentage = n_prune_neurons_percentage
+        pruned.module__n_prune_neurons_percentage = n_prune_neurons_percentage
+        for attribute in ("fhe_circuit_",):
+            pruned.__dict__.pop(attribute, None)
+        return pruned.partial_fit(X, y)
+
+    # -- the integer model and FHE -------------------------------------------------------------
+
+    def compile(
+        self,
+        X,
+        p_error: float | None = None,
+        global_p_error: float | None = None,
+        configuration=None,
+        verbose: bool = False,
+    ):
+        """Build the FHE circuit, calibrated on ``X``; returns it (also ``fhe_circuit_``)."""
+        check_is_fitted(self)
+        X = self._validate_X(X, reset=False)
+        return self.quantized_module_.compile(X, configuration, p_error, global_p_error, verbose)
+
+    @property
+    def fhe_circuit_(self):
+        """The compiled circuit (rebuilt on first use after unpickling)."""
+        module = self.__dict__.get("quantized_module_")
+        if module is None or not module.is_compiled:
+            raise AttributeError("fhe_circuit_ exists after compile(X).")
+        return module.fhe_circuit
+
+    def _network_output(self, X, execute_in_fhe: bool, fhe: str | None) -> np.ndarray:
+        check_is_fitted(self)
+        mode = resolve_fhe_mode(execute_in_fhe, fhe)
+        X = self._validate_X(X, reset=False)
+        return self.quantized_module_.forward(X, fhe=mode, verbose=bool(self.verbose))
+
+    def fhe_report(self) -> dict:
+        """Per layer: certified accumulator bits, PBS count and precision; circuit totals."""
+        check_is_fitted(self)
+        module = self.quantized_module_
+        layers = module.bitwidth_report()
+        report = {
+            "layers": layers,
+            "max_certified_bits": max(layer["certified_bits"] for layer in layers),
+            "pbs_count": sum(layer["pbs_count"] for layer in layers),
+            "max_pbs_precision": max(
+                (layer["pbs_precision"] for layer in layers if layer["pbs_precision"]), default=0
+            ),
+        }
+        if module.is_compiled:
+            circuit = module.fhe_circuit
+            report["circuit_pbs_count"] = int(circuit.programmable_bootstrap_count)
+            report["circuit_max_bit_width"] = int(circuit.graph.maximum_integer_bit_width())
+        return report
