@@ -64,7 +64,12 @@ class LookupStep:
 
     def __call__(self, x):
         if self.lsbs_to_remove:
-            x = fhe.round_bit_pattern(x, lsbs_to_remove=self.lsbs_to_remove)
+            # The producing LinearStep's bit width already holds the largest rounded value, so
+            # no overflow is possible. concrete-python's own protection looks at the inputset
+            # bounds, not at the hint, and then rounds by the wrong number of bits.
+            x = fhe.round_bit_pattern(
+                x, lsbs_to_remove=self.lsbs_to_remove, overflow_protection=False
+            )
         return fhe.hint(fhe.univariate(self._lookup)(x), bit_width=self.output_bits)
 
 

@@ -17,9 +17,11 @@ MODULE_DEFAULTS = {"n_layers": 3}
 """Module arguments with a default here; ``input_dim`` and ``n_outputs`` come from the data."""
 
 
-def estimator_defaults(**overrides) -> dict:
-    """skorch arguments shared by both estimators (quiet, shuffled, no hold-out split)."""
+def estimator_defaults(criterion, kwargs: dict) -> dict:
+    """skorch arguments of both estimators (quiet, shuffled, no hold-out split), then the
+    user's ``kwargs`` on top."""
     defaults = {
+        "criterion": criterion,
         "module": SparseQuantNeuralNetwork,
         "optimizer": torch.optim.Adam,
         "lr": 1e-3,
@@ -30,8 +32,7 @@ def estimator_defaults(**overrides) -> dict:
         "iterator_train__shuffle": True,
         "torch_load_kwargs": {"weights_only": False},
     }
-    defaults.update(overrides)
-    return defaults
+    return {**defaults, **kwargs}
 
 
 def resolve_fhe_mode(execute_in_fhe: bool, fhe: str | None) -> str:
@@ -54,6 +55,19 @@ class FHEEstimatorMixin:
 
     # -- skorch hooks --------------------------------------------------------------------------
 
+    def _replace_torch_compile(self):
+        """skorch stores a ``compile`` flag (torch.compile) that would hide :meth:`compile`.
+
+        A Brevitas network must stay a plain module to be exported, so the flag goes.
+        """
+        if self.__dict__.pop("compile", False):
+            raise ValueError(
+                "compile=True (torch.compile) is not supported; compile(X) builds the FHE circuit."
+            )
+
+    def torch_compile(self, module, name):
+        return module
+
     def get_default_callbacks(self):
         return [*super().get_default_callbacks(), ("accumulator_pruning", AccumulatorPruning())]
 
@@ -75,13 +89,24 @@ class FHEEstimatorMixin:
             np.float32
         )
 
-    def _train(self, train, X, y, **fit_params):
-        X = self._validate_X(X, reset=True)
+    def _train(self, X, y, reset: bool, reinitialize: bool, **fit_params):
+        """Validate, encode the target, (re)initialize if asked, train, import the integers.
+
+        skorch's own ``fit`` would call our ``partial_fit`` again with the encoded target, so
+        both paths come here and call skorch's ``partial_fit`` once.
+        """
+        if y is None:
+            raise ValueError(
+                f"{type(self).__name__} requires y to be passed, but the target y is None."
+            )
+        X = self._validate_X(X, reset=reset)
         y_torch, self.n_outputs_ = self._encode_target(y, len(X))
         with torch.random.fork_rng():
             if self.random_state is not None:
                 torch.manual_seed(self.random_state)
-            train(X, y_torch, **fit_params)
+            if reinitialize:
+                self.initialize()
+            super().partial_fit(X, y_torch, **fit_params)
         self.quantized_module_ = build_brevitas_qat_model(
             self.module_, X[:1], rounding_threshold_bits=self.rounding_threshold_bits
         )
@@ -89,11 +114,13 @@ class FHEEstimatorMixin:
 
     def fit(self, X, y, **fit_params):
         """Train (quantization-aware, pruned) and import the integer model."""
-        return self._train(super().fit, X, y, **fit_params)
+        reinitialize = not self.warm_start or not self.initialized_
+        return self._train(X, y, reset=True, reinitialize=reinitialize, **fit_params)
 
     def partial_fit(self, X, y, classes=None, **fit_params):
         """Continue training for ``max_epochs`` epochs, then import the integer model."""
-        return self._train(super().partial_fit, X, y, **fit_params)
+        first_call = not hasattr(self, "n_features_in_")
+        return self._train(X, y, reset=first_call, reinitialize=False, **fit_params)
 
     def prune(self, X, y, n_prune_neurons_percentage: float):
         """A copy with that fraction of hidden neurons removed and fine-tuned on (X, y)."""

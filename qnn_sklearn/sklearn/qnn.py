@@ -32,8 +32,9 @@ class NeuralNetClassifier(FHEEstimatorMixin, skorch.NeuralNetClassifier):
     """
 
     def __init__(self, random_state=None, rounding_threshold_bits=None, **kwargs):
-        kwargs = estimator_defaults(criterion=torch.nn.CrossEntropyLoss, **kwargs)
+        kwargs = estimator_defaults(torch.nn.CrossEntropyLoss, kwargs)
         super().__init__(**kwargs)
+        self._replace_torch_compile()
         self.random_state = random_state
         self.rounding_threshold_bits = rounding_threshold_bits
 
@@ -69,8 +70,9 @@ class NeuralNetRegressor(FHEEstimatorMixin, skorch.NeuralNetRegressor):
     """
 
     def __init__(self, random_state=None, rounding_threshold_bits=None, **kwargs):
-        kwargs = estimator_defaults(criterion=torch.nn.MSELoss, **kwargs)
+        kwargs = estimator_defaults(torch.nn.MSELoss, kwargs)
         super().__init__(**kwargs)
+        self._replace_torch_compile()
         self.random_state = random_state
         self.rounding_threshold_bits = rounding_threshold_bits
 
@@ -89,6 +91,16 @@ class NeuralNetRegressor(FHEEstimatorMixin, skorch.NeuralNetRegressor):
         self.target_ndim_ = y.ndim
         y = y.reshape(len(y), -1)
         return y, y.shape[1]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
+    @property
+    def predict_proba(self):
+        """Regressors have no class probabilities (skorch's inherited method is hidden)."""
+        raise AttributeError("NeuralNetRegressor has no predict_proba; use predict.")
 
     def predict(self, X, execute_in_fhe: bool = False, fhe: str | None = None):
         """Predictions from the integer model, in the clear, simulated or encrypted."""

@@ -238,14 +238,15 @@ class SparseQuantNeuralNetwork(nn.Module):
     def make_pruning_permanent(self) -> None:
         """Bake the masks into the weights, then remove neurons that no longer have inputs.
 
-        The budget is enforced again on the final weights (their scale may have moved), and a
-        dead neuron's constant output is folded into the next layer's bias before it goes.
+        A dead neuron's constant output is folded into the next layer's bias before it goes;
+        then the budget is enforced again on the final integer weights, whose scale may have
+        moved with the weights that went.
         """
         for linear in self.linears:
             if _is_masked(linear):
                 parametrize.remove_parametrizations(linear, "weight", leave_parametrized=True)
-        self._enforce_budget()
         self._drop_dead_neurons()
+        self._enforce_budget()
 
     def _enforce_budget(self) -> None:
         for linear, max_abs_input in zip(self.linears, self._max_abs_inputs()):

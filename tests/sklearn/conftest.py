@@ -1,0 +1,45 @@
+"""Estimators fitted once per session (training and compiling are the slow parts)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from concrete import fhe
+from sklearn.datasets import load_iris
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import StandardScaler
+
+from qnn_sklearn import NeuralNetClassifier
+
+
+@pytest.fixture(scope="session")
+def iris_split():
+    X, y = load_iris(return_X_y=True)
+    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.25, random_state=0)
+    scaler = StandardScaler().fit(X_train)
+    names = np.array(["setosa", "versicolor", "virginica"])
+    return scaler.transform(X_train), scaler.transform(X_test), names[y_train], names[y_test]
+
+
+@pytest.fixture(scope="session")
+def iris_classifier(iris_split, tmp_path_factory):
+    """A fitted and compiled 3/3/8-bit classifier with string labels (insecure key cache).
+
+    Accumulators are rounded to 5 bits before their lookups, so real FHE keys stay small.
+    """
+    X_train, _, y_train, _ = iris_split
+    model = NeuralNetClassifier(
+        module__n_layers=2,
+        module__n_hidden_neurons_multiplier=4,
+        max_epochs=40,
+        lr=0.02,
+        random_state=0,
+        rounding_threshold_bits=5,
+    ).fit(X_train, y_train)
+    configuration = fhe.Configuration(
+        enable_unsafe_features=True,
+        use_insecure_key_cache=True,
+        insecure_key_cache_location=str(tmp_path_factory.mktemp("keys")),
+    )
+    model.compile(X_train, configuration=configuration)
+    return model

@@ -1,0 +1,179 @@
+"""NeuralNetClassifier / NeuralNetRegressor in scikit-learn workflows, clear and FHE."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+from sklearn.datasets import make_regression
+from sklearn.exceptions import NotFittedError
+from sklearn.metrics import r2_score
+from sklearn.model_selection import GridSearchCV, train_test_split
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from qnn_sklearn import NeuralNetClassifier, NeuralNetRegressor
+
+SMALL = {"module__n_layers": 2, "max_epochs": 15, "lr": 0.02, "random_state": 0}
+
+
+def test_pipeline_with_string_labels(iris_split):
+    X_train, X_test, y_train, y_test = iris_split
+    pipeline = make_pipeline(StandardScaler(), NeuralNetClassifier(**SMALL))
+    pipeline.fit(X_train, y_train)
+    predictions = pipeline.predict(X_test)
+    assert set(predictions) <= set(y_train)
+    assert (predictions == y_test).mean() >= 0.8
+    assert list(pipeline[-1].classes_) == ["setosa", "versicolor", "virginica"]
+
+
+def test_grid_search_over_bits_and_width(iris_split):
+    X_train, _, y_train, _ = iris_split
+    search = GridSearchCV(
+        NeuralNetClassifier(**SMALL),
+        {"module__n_w_bits": [2, 3], "module__n_hidden_neurons_multiplier": [1, 2]},
+        cv=2,
+    ).fit(X_train, y_train)
+    assert search.best_params_["module__n_w_bits"] in (2, 3)
+    assert search.best_score_ > 0.5
+    assert search.best_estimator_.quantized_module_ is not None
+
+
+def test_clone_keeps_parameters_and_drops_fit(iris_classifier):
+    copy = clone(iris_classifier)
+    assert copy.get_params()["module__n_layers"] == 2
+    assert copy.get_params()["random_state"] == 0
+    with pytest.raises(NotFittedError):
+        copy.predict(np.zeros((1, 4)))
+
+
+def test_same_seed_same_model(iris_split):
+    X_train, X_test, y_train, _ = iris_split
+    first = NeuralNetClassifier(**SMALL).fit(X_train, y_train)
+    second = NeuralNetClassifier(**SMALL).fit(X_train, y_train)
+    np.testing.assert_array_equal(first.predict_proba(X_test), second.predict_proba(X_test))
+
+
+def test_dataframe_input_sets_feature_names(iris_split):
+    X_train, X_test, y_train, _ = iris_split
+    columns = [f"f{i}" for i in range(4)]
+    model = NeuralNetClassifier(**SMALL).fit(pd.DataFrame(X_train, columns=columns), y_train)
+    assert model.n_features_in_ == 4
+    assert list(model.feature_names_in_) == columns
+    from_frame = model.predict(pd.DataFrame(X_test, columns=columns))
+    np.testing.assert_array_equal(from_frame, model.predict(X_test.astype(np.float32)))
+    model.fit(X_train.tolist(), list(y_train))  # list-of-lists works too
+    assert model.predict(X_test.tolist()).shape == (len(X_test),)
+
+
+def test_torch_and_integer_models_agree(iris_classifier, iris_split):
+    _, X_test, _, y_test = iris_split
+    torch_labels = iris_classifier.forward(X_test.astype(np.float32)).argmax(1).numpy()
+    integer_labels = iris_classifier.predict_proba(X_test).argmax(1)
+    np.testing.assert_array_equal(torch_labels, integer_labels)
+    assert (iris_classifier.predict(X_test) == y_test).mean() >= 0.8
+
+
+def test_simulation_equals_clear_on_extreme_inputs(iris_classifier):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 4)) * rng.uniform(1, 1e4, size=(300, 1))
+    X[:16] = 1e4 * np.array([[(k >> j) & 1 and 1.0 or -1.0 for j in range(4)] for k in range(16)])
+    module = iris_classifier.quantized_module_
+    q = module.quantize_input(X)
+    np.testing.assert_array_equal(
+        module.quantized_forward(q, fhe="simulate"), module.quantized_forward(q)
+    )
+    np.testing.assert_array_equal(
+        iris_classifier.predict(X, fhe="simulate"), iris_classifier.predict(X)
+    )
+
+
+def test_real_fhe_equals_clear(iris_classifier, iris_split):
+    _, X_test, _, _ = iris_split
+    rows = X_test[:2]
+    np.testing.assert_array_equal(
+        iris_classifier.predict_proba(rows, execute_in_fhe=True),
+        iris_classifier.predict_proba(rows),
+    )
+
+
+def test_fhe_report_certifies_accumulators(iris_classifier):
+    report = iris_classifier.fhe_report()
+    assert report["max_certified_bits"] <= 8
+    assert report["pbs_count"] == sum(layer["pbs_count"] for layer in report["layers"])
+    assert report["circuit_pbs_count"] == report["pbs_count"]
+    assert report["circuit_max_bit_width"] <= 8
+
+
+def test_pickle_round_trip_rebuilds_the_circuit(iris_classifier, iris_split):
+    _, X_test, _, _ = iris_split
+    restored = pickle.loads(pickle.dumps(iris_classifier))
+    np.testing.assert_array_equal(restored.predict(X_test), iris_classifier.predict(X_test))
+    np.testing.assert_array_equal(
+        restored.predict(X_test[:20], fhe="simulate"), iris_classifier.predict(X_test[:20])
+    )
+
+
+def test_regressor_fits_make_regression():
+    X, y = make_regression(n_samples=600, n_features=8, noise=5, random_state=0)
+    y = (y - y.mean()) / y.std()
+    X_train, X_test, y_train, y_test = train_test_split(X, y, random_state=0)
+    scaler = StandardScaler().fit(X_train)
+    model = NeuralNetRegressor(
+        module__n_layers=2, module__n_a_bits=4, max_epochs=30, lr=0.01, random_state=0
+    ).fit(scaler.transform(X_train), y_train)
+    predictions = model.predict(scaler.transform(X_test))
+    assert predictions.shape == y_test.shape
+    assert r2_score(y_test, predictions) > 0.5
+    two_targets = model.fit(scaler.transform(X_train), np.c_[y_train, -y_train])
+    assert two_targets.predict(scaler.transform(X_test)).shape == (len(X_test), 2)
+
+
+def test_prune_returns_a_smaller_fitted_copy(iris_classifier, iris_split):
+    X_train, X_test, y_train, _ = iris_split
+    pruned = iris_classifier.prune(X_train, y_train, 0.5)
+    assert pruned is not iris_classifier
+    widths, original = pruned.module_.hidden_widths(), iris_classifier.module_.hidden_widths()
+    assert widths[0] <= original[0] // 2
+    assert pruned.predict(X_test).shape == (len(X_test),)
+    assert pruned.quantized_module_.bitwidth_report()[0]["neurons"] == widths[0]
+
+
+class TestErrors:
+    def test_predict_before_fit(self):
+        with pytest.raises(NotFittedError):
+            NeuralNetClassifier().predict(np.zeros((2, 4)))
+
+    def test_fhe_before_compile(self, iris_split):
+        X_train, X_test, y_train, _ = iris_split
+        model = NeuralNetClassifier(**SMALL).fit(X_train, y_train)
+        with pytest.raises(RuntimeError, match="compile"):
+            model.predict(X_test, fhe="simulate")
+        with pytest.raises(RuntimeError, match="compile"):
+            model.predict(X_test, execute_in_fhe=True)
+
+    @pytest.mark.parametrize(
+        "X, message",
+        [
+            (np.full((3, 4), np.nan), "NaN"),
+            (np.full((3, 4), np.inf), "infinity"),
+            (np.zeros((3, 5)), "features"),
+            (np.zeros((0, 4)), "0 sample"),
+        ],
+    )
+    def test_bad_inputs_at_predict(self, iris_classifier, X, message):
+        with pytest.raises(ValueError, match=message):
+            iris_classifier.predict(X)
+
+    def test_invalid_bits_raise_at_fit_not_construction(self, iris_split):
+        X_train, _, y_train, _ = iris_split
+        model = NeuralNetClassifier(module__n_w_bits=0, **SMALL)
+        with pytest.raises(ValueError, match="n_w_bits"):
+            model.fit(X_train, y_train)
+
+    def test_invalid_fhe_mode(self, iris_classifier):
+        with pytest.raises(ValueError, match="fhe must be one of"):
+            iris_classifier.predict(np.zeros((1, 4)), fhe="gpu")

@@ -1,0 +1,112 @@
+"""SparseQuantNeuralNetwork: parameters, worst-case budget, per-neuron pruning."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from qnn_sklearn.sklearn.qnn_module import SparseQuantNeuralNetwork
+from qnn_sklearn.torch import build_brevitas_qat_model
+
+
+def _grid(n_bits: int, signed: bool, narrow: bool) -> range:
+    if signed:
+        return range(-(2 ** (n_bits - 1)) + int(narrow), 2 ** (n_bits - 1))
+    return range(0, 2**n_bits - int(narrow))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"n_layers": 0}, "n_layers"),
+        ({"n_w_bits": 0}, "n_w_bits"),
+        ({"n_a_bits": 0}, "n_a_bits"),
+        ({"n_prune_neurons_percentage": 1.0}, "n_prune_neurons_percentage"),
+        ({"n_accum_bits": 3}, "n_accum_bits"),
+    ],
+)
+def test_invalid_parameters_raise(kwargs, message):
+    params = {"input_dim": 4, "n_layers": 2, "n_outputs": 3, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        SparseQuantNeuralNetwork(**params)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    n_w_bits=st.integers(2, 5),
+    n_a_bits=st.integers(2, 5),
+    n_accum_bits=st.integers(6, 12),
+    narrow=st.booleans(),
+    signed=st.booleans(),
+)
+def test_max_active_neurons_is_the_worst_case(n_w_bits, n_a_bits, n_accum_bits, narrow, signed):
+    """Brute force over the grids: k inputs fit iff k·max|w|·max|x| ≤ 2^(a−1) − 1."""
+    try:
+        module = SparseQuantNeuralNetwork(
+            4,
+            3,
+            2,
+            n_w_bits=n_w_bits,
+            n_a_bits=n_a_bits,
+            n_accum_bits=n_accum_bits,
+            quant_narrow=narrow,
+            quant_signed=signed,
+        )
+    except ValueError:
+        return
+    max_w = max(abs(v) for v in _grid(n_w_bits, True, narrow))
+    budget = 2 ** (n_accum_bits - 1) - 1
+    input_max = max(abs(v) for v in _grid(n_a_bits, signed, narrow))
+    hidden_max = max(abs(v) for v in _grid(n_a_bits, False, narrow))  # after ReLU: unsigned
+    expected = min(budget // (max_w * input_max), budget // (max_w * hidden_max))
+    assert module.max_active_neurons() == expected
+    assert expected * max_w * max(input_max, hidden_max) <= budget
+
+
+@settings(max_examples=6, deadline=None)
+@given(
+    n_w_bits=st.integers(2, 4),
+    n_a_bits=st.integers(2, 4),
+    n_accum_bits=st.integers(8, 10),
+    prune=st.sampled_from([0.0, 0.25]),
+    seed=st.integers(0, 10_000),
+)
+def test_pruning_bounds_every_neuron(n_w_bits, n_a_bits, n_accum_bits, prune, seed):
+    """After training steps and permanent pruning, each neuron fits its budget exactly."""
+    torch.manual_seed(seed)
+    module = SparseQuantNeuralNetwork(
+        12,
+        3,
+        3,
+        n_hidden_neurons_multiplier=4,
+        n_w_bits=n_w_bits,
+        n_a_bits=n_a_bits,
+        n_accum_bits=n_accum_bits,
+        n_prune_neurons_percentage=prune,
+    )
+    x = torch.randn(64, 12)
+    module.enable_pruning()
+    optimizer = torch.optim.Adam(module.parameters(), lr=0.05)
+    for _ in range(5):
+        optimizer.zero_grad()
+        module(x).square().mean().backward()
+        optimizer.step()
+        module.refresh_pruning()
+    module.make_pruning_permanent()
+
+    budget = 2 ** (n_accum_bits - 1) - 1
+    grids = [_grid(n_a_bits, True, False)] + [_grid(n_a_bits, False, False)] * 2
+    for linear, grid in zip(module.linears, grids):
+        integer_weights = linear.quant_weight().int().to(torch.int64)
+        max_abs_input = max(abs(v) for v in grid)
+        assert int((integer_weights.abs().sum(dim=1) * max_abs_input).max()) <= budget
+    if prune:
+        assert all(width <= 0.75 * 48 for width in module.hidden_widths())
+    # The certified accumulators of the imported integer model fit n_accum_bits too.
+    module.eval()
+    integer_model = build_brevitas_qat_model(module, x.numpy())
+    for report in integer_model.bitwidth_report():
+        low, high = report["certified_range"]
+        assert -budget <= low and high <= budget

@@ -1,0 +1,35 @@
+"""scikit-learn's own estimator checks on both estimators."""
+
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from qnn_sklearn import NeuralNetClassifier, NeuralNetRegressor
+
+# check name -> why it is expected to fail (one line each).
+EXPECTED_FAILURES = {
+    "check_no_attributes_set_in_init": (
+        "skorch's __init__ sets history_, initialized_, virtual_params_ and stores module__ "
+        "keyword arguments as attributes"
+    ),
+    "check_set_params": (
+        "skorch's set_params re-initializes the module and callbacks, so placeholder values "
+        "such as floats for callbacks raise inside skorch"
+    ),
+}
+
+
+def _small(estimator_class):
+    return estimator_class(
+        module__n_layers=2,
+        module__n_hidden_neurons_multiplier=4,
+        max_epochs=10,
+        lr=0.02,
+        random_state=0,
+    )
+
+
+@parametrize_with_checks(
+    [_small(NeuralNetClassifier), _small(NeuralNetRegressor)],
+    expected_failed_checks=lambda estimator: EXPECTED_FAILURES,
+)
+def test_sklearn_compatible_estimator(estimator, check):
+    check(estimator)
