@@ -26,5 +26,11 @@ lint: install
 demo: install
 	$(BIN)/python examples/demo.py
 
+bench: install
+	$(BIN)/python benchmarks/run.py
+
+bench-smoke: install
+	$(BIN)/python benchmarks/run.py --smoke
+
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -24,9 +24,12 @@ def _quant(x, scale, zero_point, bit_width, signed=1, narrow=0, rounding_mode=b"
     return scale * (q - zero_point)
 
 
-def _reshape(x, shape):
-    shape = [x.shape[0]] + [int(d) for d in shape[1:]]
-    return x.reshape(shape)
+def _reshape(x, shape, allowzero=0):
+    """ONNX Reshape on a batch: the batch axis is kept, a 0 copies the input's dimension."""
+    dims = [int(d) for d in shape[1:]]
+    if not allowzero:
+        dims = [x.shape[i + 1] if d == 0 else d for i, d in enumerate(dims)]
+    return x.reshape([x.shape[0], *dims])
 
 
 _EVALUATORS = {

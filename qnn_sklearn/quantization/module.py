@@ -89,6 +89,8 @@ class QuantizedModule:
             x = np.asarray(x, dtype=np.float64)
         except (TypeError, ValueError) as error:
             raise ValueError(f"Input must be numeric: {error}") from error
+        if x.size == 0:
+            raise ValueError("Input is empty: it has 0 samples.")
         if x.ndim == len(self.input_shape):
             x = x[None]
         if x.shape[1:] != self.input_shape:

@@ -203,6 +203,8 @@ class QuantizedReshape(QuantizedOp):
     def _target_shape(self, x, inputs, node_name) -> tuple[int, ...]:
         shape = _float_value(inputs[1], "A Reshape shape").astype(np.int64)
         features = tuple(int(d) for d in shape[1:])
+        if not self.attributes.get("allowzero", 0):  # a 0 copies the input's dimension
+            features = tuple(x.feature_shape[i] if d == 0 else d for i, d in enumerate(features))
         total = int(np.prod(x.feature_shape))
         if -1 in features:
             known = int(np.prod([d for d in features if d != -1]))

@@ -30,8 +30,13 @@ class QuantizationOptions:
             raise ValueError(f"n_bits must be an integer, got {self.n_bits!r}.")
         if self.n_bits < 1:
             raise ValueError(f"n_bits must be at least 1, got {self.n_bits}.")
-        if self.is_signed and self.is_narrow and self.n_bits < 2:
-            raise ValueError("A signed narrow grid needs n_bits >= 2; raise n_bits.")
+        if self.qmax - self.qmin < 1 or (self.is_symmetric and self.is_signed and self.qmax < 1):
+            raise ValueError(
+                f"A {self.n_bits}-bit {'signed' if self.is_signed else 'unsigned'}"
+                f"{' narrow' if self.is_narrow else ''}"
+                f"{' symmetric' if self.is_symmetric else ''} grid has no step to quantize "
+                "with; raise n_bits."
+            )
 
     @property
     def qmin(self) -> int:

@@ -1,0 +1,145 @@
+"""The ONNX_OPS_TO_QUANTIZED_IMPL registry: every activation torch exports builds, simulates
+bit-exactly, and quantizes close to float; the other MLP operators (Add, Sub, Mul, Div,
+Constant, MatMul, Flatten) translate too."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from qnn_sklearn.onnx import export_torch_to_onnx
+from qnn_sklearn.quantization import ONNX_OPS_TO_QUANTIZED_IMPL
+from qnn_sklearn.quantization.ops import QuantizedActivation
+from qnn_sklearn.torch import build_torch_model
+
+TORCH_ACTIVATIONS = {
+    "Relu": torch.nn.ReLU,
+    "Sigmoid": torch.nn.Sigmoid,
+    "Tanh": torch.nn.Tanh,
+    "Elu": lambda: torch.nn.ELU(alpha=0.7),
+    "Selu": torch.nn.SELU,
+    "LeakyRelu": lambda: torch.nn.LeakyReLU(0.1),
+    "Softplus": torch.nn.Softplus,
+    "HardSigmoid": torch.nn.Hardsigmoid,
+}
+"""ONNX op type → a torch module that exports to it."""
+
+
+def node_types(model: torch.nn.Module, inputset: np.ndarray) -> list[str]:
+    return [node.op_type for node in export_torch_to_onnx(model, torch.tensor(inputset)).graph.node]
+
+
+def float_output(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return model(torch.tensor(x, dtype=torch.float32)).numpy().astype(np.float64)
+
+
+def test_every_registered_activation_is_exercised():
+    registered = {
+        op
+        for op, implementation in ONNX_OPS_TO_QUANTIZED_IMPL.items()
+        if issubclass(implementation, QuantizedActivation)
+    }
+    assert registered == set(TORCH_ACTIVATIONS)
+
+
+@pytest.mark.parametrize("op_type", sorted(TORCH_ACTIVATIONS))
+def test_activation_simulation_equals_clear(op_type, mlp, make_inputset, stress_inputs):
+    torch.manual_seed(10)
+    act = TORCH_ACTIVATIONS[op_type]
+    model = mlp(torch.nn.Linear(4, 8), act(), torch.nn.Linear(8, 8), act(), torch.nn.Linear(8, 3))
+    inputset = make_inputset(200, seed=11)
+    assert node_types(model, inputset).count(op_type) == 2  # the registry entry is used
+    module = build_torch_model(model, inputset, n_bits=3)
+    module.compile(inputset)
+    q = module.quantize_input(stress_inputs(inputset, 300))
+    clear = module.quantized_forward(q)
+    simulated = module.quantized_forward(q, fhe="simulate")
+    np.testing.assert_array_equal(simulated, clear)
+    assert len(np.unique(clear, axis=0)) > 10  # not a constant model
+
+
+@pytest.mark.parametrize("op_type", sorted(TORCH_ACTIVATIONS) + ["Softplus(beta=2)"])
+def test_eight_bit_ptq_is_close_to_float(op_type, mlp, make_inputset):
+    """8-bit PTQ stays within a few output steps (output range / 2⁸) of torch's float output,
+    and is much closer than 4-bit PTQ. Two inputs keep the hidden accumulators <= 16 bits."""
+    torch.manual_seed(12)
+    if op_type == "Softplus(beta=2)":
+        act = torch.nn.Softplus(beta=2.0)  # exports as Mul → Softplus → Div with Constants
+    else:
+        act = TORCH_ACTIVATIONS[op_type]()
+    model = mlp(torch.nn.Linear(2, 8), act, torch.nn.Linear(8, 3))
+    inputset = make_inputset(400, n_features=2, seed=13)
+    reference = float_output(model, inputset)
+    step = np.ptp(reference) / 2**8
+    errors = {}
+    for n_bits in (4, 8):
+        module = build_torch_model(model, inputset, n_bits=n_bits)
+        errors[n_bits] = np.abs(module.forward(inputset) - reference).max()
+    assert errors[8] <= 6 * step
+    assert errors[8] < errors[4] / 4
+
+
+class Arithmetic(torch.nn.Module):
+    """Constant Sub/Div before the first layer (client-side preprocessing), Mul/Sub between
+    layers (fused into the lookup), Add after the last (client-side dequantization)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = torch.nn.Linear(4, 8)
+        self.fc2 = torch.nn.Linear(8, 3)
+
+    def forward(self, x):
+        x = (x - 0.5) / 2.0
+        hidden = 3.0 * torch.relu(self.fc1(x)) - 1.0
+        return self.fc2(hidden) + 0.25
+
+
+class MatMulNet(torch.nn.Module):
+    """Bias-free layers written as ``x @ w`` export as MatMul."""
+
+    def __init__(self):
+        super().__init__()
+        self.w1 = torch.nn.Parameter(torch.randn(4, 8) / 2)
+        self.w2 = torch.nn.Parameter(torch.randn(8, 3) / 3)
+
+    def forward(self, x):
+        return torch.relu(x @ self.w1) @ self.w2
+
+
+def _flatten_net():
+    return torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3)
+    )
+
+
+@pytest.mark.parametrize(
+    ("make_model", "input_shape", "expected_ops"),
+    [
+        (Arithmetic, (4,), {"Sub", "Div", "Mul", "Add", "Constant"}),
+        (MatMulNet, (4,), {"MatMul"}),
+        (_flatten_net, (2, 2), {"Flatten"}),
+    ],
+    ids=["arithmetic", "matmul", "flatten"],
+)
+def test_other_mlp_operators(make_model, input_shape, expected_ops, stress_inputs):
+    torch.manual_seed(14)
+    model = make_model().eval()
+    rng = np.random.default_rng(15)
+    inputset = rng.normal(size=(300, *input_shape)).astype(np.float32)
+    assert expected_ops <= set(node_types(model, inputset))
+    module = build_torch_model(model, inputset, n_bits=6)
+    assert module.input_shape == input_shape
+    reference = float_output(model, inputset)
+    error = np.abs(module.forward(inputset) - reference).max()
+    assert error <= 0.1 * np.ptp(reference)  # 6 bits: a few percent of the output range
+    # a 3-bit version in simulation (rows flattened by the client-side preprocessing)
+    module = build_torch_model(model, inputset, n_bits=3)
+    module.compile(inputset)
+    flat = inputset.reshape(len(inputset), -1)
+    x = stress_inputs(flat, 200).reshape(-1, *input_shape)
+    q = module.quantize_input(x)
+    np.testing.assert_array_equal(
+        module.quantized_forward(q, fhe="simulate"), module.quantized_forward(q)
+    )
