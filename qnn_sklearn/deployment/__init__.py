@@ -1,12 +1,26 @@
-"""Deployment: client/server split of a compiled model, an HTTP service, batch and Dask runs."""
+"""Deployment: client/server split of a compiled model, an HTTP service, batch and Dask runs.
+
+The HTTP service (``qnn_sklearn.deployment.http_server``, extra ``serve``) and the Dask
+scale-out (``qnn_sklearn.deployment.dask_inference``, extra ``distributed``) are imported from
+their modules, so that this package needs neither FastAPI nor Dask.
+"""
 
 from .artifacts import ArtifactError, VersionMismatchError
+from .executor import FHEBatchRunner, WorkerCrashedError, measure_throughput
 from .fhe_model import FHEModelClient, FHEModelDev, FHEModelServer
+from .framing import FramingError
+from .http_client import FHEHTTPClient, HTTPServiceError
 
 __all__ = [
     "ArtifactError",
+    "FHEBatchRunner",
+    "FHEHTTPClient",
     "FHEModelClient",
     "FHEModelDev",
     "FHEModelServer",
+    "FramingError",
+    "HTTPServiceError",
     "VersionMismatchError",
+    "WorkerCrashedError",
+    "measure_throughput",
 ]

@@ -173,9 +173,12 @@ def classes_from_json(data: dict) -> np.ndarray:
     return np.array(data["values"], dtype=dtype)
 
 
-def model_to_json(module: QuantizedModule, task: str, classes=None) -> dict:
+def model_to_json(
+    module: QuantizedModule, task: str, classes=None, squeeze_output: bool | None = None
+) -> dict:
     return {
         "task": task,
+        "squeeze_output": squeeze_output,
         "input_shape": list(module.input_shape),
         "preprocessing": preprocessing_to_json(module.preprocessing),
         "input_quantizer": quantizer_to_json(module.input_quantizer),

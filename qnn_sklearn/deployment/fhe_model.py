@@ -19,6 +19,7 @@ loads and runs: only load model directories from a developer you trust.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -53,7 +54,12 @@ COMPRESSION = {"compress_evaluation_keys": True, "compress_input_ciphertexts": T
 
 
 def _unwrap_model(model):
-    """(QuantizedModule, task, classes) of a compiled QuantizedModule or fitted estimator."""
+    """(QuantizedModule, task, classes, squeeze_output) of a compiled module or estimator.
+
+    A regressor's ``predict`` is 1-D when it was fitted on a 1-D target (``target_ndim_``);
+    without that attribute, when the network has one output (``squeeze_output=None``).
+    """
+    classes = squeeze_output = None
     if hasattr(model, "quantized_module_"):
         from sklearn.base import is_classifier
 
@@ -61,9 +67,11 @@ def _unwrap_model(model):
         if is_classifier(model):
             task, classes = TASK_CLASSIFIER, np.asarray(model.classes_)
         else:
-            task, classes = TASK_REGRESSOR, None
+            task = TASK_REGRESSOR
+            if hasattr(model, "target_ndim_"):
+                squeeze_output = model.target_ndim_ == 1
     elif hasattr(model, "quantize_input") and hasattr(model, "fhe_circuit"):
-        module, task, classes = model, TASK_MODULE, None
+        module, task = model, TASK_MODULE
     elif hasattr(model, "fit"):
         raise ValueError(
             f"This {type(model).__name__} has no quantized_module_: fit it and call compile(X) "
@@ -78,7 +86,7 @@ def _unwrap_model(model):
         raise RuntimeError(
             "This model has no FHE circuit yet: call compile(X) first, then save it."
         )
-    return module, task, classes
+    return module, task, classes, squeeze_output
 
 
 def _is_compressed(configuration: fhe.Configuration) -> bool:
@@ -99,7 +107,7 @@ class FHEModelDev:
     compress : bool, default True
         Evaluation-key and input-ciphertext compression are compilation options of
         concrete-python. When the circuit was compiled without them, ``save`` recompiles its
-        MLIR with them (same program, same parameters, a fraction of a second). Compile with
+        MLIR with them (the same program, in a fraction of a second). Compile with
         ``configuration=fhe.Configuration(**COMPRESSION)`` to skip that step.
     """
 
@@ -122,13 +130,13 @@ class FHEModelDev:
         """
         if mode not in ("error", "overwrite"):
             raise ValueError(f"mode must be 'error' or 'overwrite', got {mode!r}.")
-        module, task, classes = _unwrap_model(self.model)
+        module, task, classes, squeeze_output = _unwrap_model(self.model)
         targets = [self.path_dir / CLIENT_ZIP, self.path_dir / SERVER_ZIP]
         existing = [str(path) for path in targets if path.exists()]
         if existing and mode == "error":
             raise FileExistsError(f"{existing} already exist; pass mode='overwrite' to replace.")
         server = self._server(module.fhe_circuit)
-        model_json = model_to_json(module, task, classes)
+        model_json = model_to_json(module, task, classes, squeeze_output)
         self.path_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=self.path_dir) as tmp:
             tmp = Path(tmp)
@@ -171,21 +179,40 @@ class FHEModelClient:
             raise ArtifactError(f"{zip_path}: unknown task {description.get('task')!r}.")
         self.path_dir = zip_path.parent
         self.task = description["task"]
+        self.squeeze_output = description.get("squeeze_output")
         self.module = client_module_from_json(description)
         self.classes_ = (
             None if description["classes"] is None else classes_from_json(description["classes"])
         )
         self.client = fhe.Client.load(zip_path)
         self.key_dir = None if key_dir is None else Path(key_dir)
-        if self.key_dir is not None and self.key_dir.resolve().is_relative_to(
-            self.path_dir.resolve()
+        shipped = (self.path_dir / SERVER_ZIP).exists()
+        if (
+            shipped
+            and self.key_dir is not None
+            and self.key_dir.resolve().is_relative_to(self.path_dir.resolve())
         ):
             raise ValueError(
                 f"key_dir {self.key_dir} lies inside the model directory {self.path_dir}, which "
-                "is shipped to the server: keep the private keys elsewhere."
+                "holds server.zip and goes to servers: keep the private keys elsewhere."
             )
         digest = hashlib.sha256(self.client.specs.serialize()).hexdigest()[:16]
         self._key_file = f"qnn_sklearn_keys_{digest}.bin"
+
+    def compression(self) -> dict:
+        """Whether the circuit's evaluation keys and input ciphertexts are compressed."""
+        specs = json.loads(self.client.specs.serialize())
+        keyset = specs["keyset"]
+        keys = keyset["lweBootstrapKeys"] + keyset["lweKeyswitchKeys"]
+        inputs = [
+            item["typeInfo"].get("lweCiphertext", {})
+            for circuit in specs["circuits"]
+            for item in circuit["inputs"]
+        ]
+        return {
+            "evaluation_keys": all(key.get("compression") == "seed" for key in keys),
+            "input_ciphertexts": all(item.get("compression") == "seed" for item in inputs),
+        }
 
     @property
     def key_path(self) -> Path | None:
@@ -199,7 +226,13 @@ class FHEModelClient:
             return
         path = self.key_path
         if path is not None and path.exists() and not force:
-            keys.load(path)
+            try:
+                keys.load(path)
+            except RuntimeError as error:
+                raise ValueError(
+                    f"{path} is not a key file of this model ({error}); delete it or pass "
+                    "force=True to make new keys."
+                ) from None
             return
         keys.generate(force=True)
         if path is not None:
@@ -226,13 +259,19 @@ class FHEModelClient:
 
     def deserialize_decrypt(self, serialized_result: bytes) -> np.ndarray:
         """The circuit's output integers, shape (n_rows, n_outputs)."""
-        self.generate_private_and_evaluation_keys()
+        if not self.client.keys.are_generated:
+            if self.key_path is None or not self.key_path.exists():
+                raise RuntimeError(
+                    "This client has no private keys: results decrypt only with the keys that "
+                    "encrypted the inputs (keep them in key_dir between sessions)."
+                )
+            self.generate_private_and_evaluation_keys()
         rows = []
         for index, payload in enumerate(framing.unpack(serialized_result)):
             try:
                 value = self.client.decrypt(fhe.Value.deserialize(payload))
             except RuntimeError as error:
-                raise ValueError(f"Result {index} is not a ciphertext of this model: {error}")
+                raise ValueError(f"Result {index} is not a result of this model: {error}") from None
             rows.append(np.asarray(value, dtype=np.int64).reshape(1, -1))
         return np.concatenate(rows)
 
@@ -241,8 +280,9 @@ class FHEModelClient:
         output = self.module.dequantize_output(self.deserialize_decrypt(serialized_result))
         if self.task == TASK_CLASSIFIER:
             return softmax(output)
-        if self.task == TASK_REGRESSOR and output.shape[1] == 1:
-            return output[:, 0]
+        if self.task == TASK_REGRESSOR:
+            squeeze = output.shape[1] == 1 if self.squeeze_output is None else self.squeeze_output
+            return output[:, 0] if squeeze else output
         return output
 
 

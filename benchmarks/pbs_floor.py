@@ -1,0 +1,130 @@
+"""The latency floor of FHE inference on this machine: one PBS at each precision.
+
+For every precision p in 1..8 we compile a circuit that applies one table lookup to 64
+encrypted p-bit values (p_error 2**-40, the library's default), generate its keys, then time
+``circuit.run`` (server side only, no encryption or decryption) a few times. concrete-python
+spreads the 64 lookups over the cores, so
+
+* ``wall_per_pbs_s`` = median wall time / 64: what one PBS costs when all cores are busy;
+* ``latency_s`` = ``wall_per_pbs_s * cores``: the latency of one PBS on one core.
+
+A model's floor is then ``Σ_pbs latency_s[precision] / cores`` = ``Σ_pbs wall_per_pbs_s``
+(benchmarks/run.py reads the JSON this script writes).
+
+Usage: ``python benchmarks/pbs_floor.py [--precisions 1 2 ...] [--runs 3] [--out PATH]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+from concrete import fhe
+
+N_VALUES = 64
+P_ERROR = 2.0**-40
+DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "pbs_floor.json"
+
+
+def cores() -> int:
+    """Cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1
+
+
+def measure(precision: int, runs: int) -> dict:
+    """Compile, keygen and time a 64-lookup circuit at ``precision`` bits."""
+    size = 2**precision
+
+    def lookup(x):
+        # A non-trivial permutation of the p-bit range, so the table is not simplified away.
+        return fhe.univariate(lambda v: (3 * v + 1) % size)(x)
+
+    compiler = fhe.Compiler(lookup, {"x": "encrypted"})
+    inputset = [np.arange(N_VALUES) % size, np.full(N_VALUES, size - 1)]
+    start = time.perf_counter()
+    circuit = compiler.compile(inputset, fhe.Configuration(p_error=P_ERROR))
+    compile_s = time.perf_counter() - start
+    start = time.perf_counter()
+    circuit.keygen(force=True)
+    keygen_s = time.perf_counter() - start
+
+    x = np.random.default_rng(precision).integers(0, size, N_VALUES)
+    encrypted = circuit.encrypt(x)
+    circuit.run(encrypted)  # warm-up
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        result = circuit.run(encrypted)
+        times.append(time.perf_counter() - start)
+    decrypted = circuit.decrypt(result)
+    correct = bool(np.array_equal(decrypted, (3 * x + 1) % size))
+    wall = statistics.median(times)
+    return {
+        "precision": precision,
+        "pbs_count": int(circuit.programmable_bootstrap_count),
+        "runs_s": times,
+        "wall_per_pbs_s": wall / N_VALUES,
+        "latency_s": wall / N_VALUES * cores(),
+        "compile_s": compile_s,
+        "keygen_s": keygen_s,
+        "bootstrap_key_bytes": int(circuit.size_of_bootstrap_keys),
+        "keyswitch_key_bytes": int(circuit.size_of_keyswitch_keys),
+        "correct": correct,
+    }
+
+
+def load_floor(path: Path = DEFAULT_OUT) -> dict[int, float] | None:
+    """``{precision: wall_per_pbs_s}`` from a saved run, or None if there is none."""
+    if not Path(path).exists():
+        return None
+    data = json.loads(Path(path).read_text())
+    return {int(row["precision"]): float(row["wall_per_pbs_s"]) for row in data["results"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--precisions", type=int, nargs="+", default=list(range(1, 9)))
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args()
+
+    results = []
+    print(
+        f"{'bits':>4} {'ms/PBS (all cores)':>19} {'ms/PBS (1 core)':>16} "
+        f"{'keygen s':>9} {'BSK MB':>8}"
+    )
+    for precision in args.precisions:
+        row = measure(precision, args.runs)
+        results.append(row)
+        print(
+            f"{precision:>4} {1e3 * row['wall_per_pbs_s']:>19.2f} {1e3 * row['latency_s']:>16.2f} "
+            f"{row['keygen_s']:>9.1f} {row['bootstrap_key_bytes'] / 2**20:>8.0f}"
+            + ("" if row["correct"] else "  WRONG RESULT"),
+            flush=True,
+        )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "machine": {
+            "cores": cores(),
+            "platform": platform.platform(),
+            "load_average_at_end": os.getloadavg(),
+        },
+        "n_values": N_VALUES,
+        "p_error": P_ERROR,
+        "results": results,
+    }
+    args.out.write_text(json.dumps(payload, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

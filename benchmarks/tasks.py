@@ -1,0 +1,126 @@
+"""The benchmark tasks (all offline) and the two configurations, as in the anchor's protocol.
+
+See /work/shared/anchors/concrete_ml_1.9.md: sklearn datasets split with
+``train_test_split(test_size=0.25, random_state=0)``, a StandardScaler fitted on train, float32
+inputs, standardized regression targets; the checkerboard of DESIGN.md §5.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from sklearn import datasets
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import StandardScaler
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    kind: str  # "classification" or "regression"
+    multiplier: int = 4  # n_hidden_neurons_multiplier
+    epochs: int = 50  # configuration A's epochs on this task
+
+    @property
+    def metric_name(self) -> str:
+        return "accuracy" if self.kind == "classification" else "R²"
+
+
+TASKS = {
+    task.name: task
+    for task in (
+        Task("iris", "classification"),
+        Task("wine", "classification"),
+        Task("breast_cancer", "classification"),
+        Task("digits", "classification"),
+        Task("diabetes", "regression"),
+        Task("make_regression", "regression"),
+        Task("checkerboard", "classification", multiplier=4, epochs=100),
+        Task("checkerboard_16", "classification", multiplier=8, epochs=100),
+        Task("checkerboard_100", "classification", multiplier=50, epochs=100),
+    )
+}
+"""``checkerboard`` uses the default multiplier (8 hidden neurons), ``checkerboard_16`` the
+16 hidden neurons of the issue's target table and ``checkerboard_100`` 100 hidden neurons."""
+
+
+def checkerboard(seed: int = 0):
+    """DESIGN.md §5: 100×100 grid, XOR of rint(3x), rint(3y) parities, σ=0.01 noise."""
+    axis = np.linspace(0, 1, 100)
+    xx, yy = np.meshgrid(axis, axis)
+    points = np.c_[xx.ravel(), yy.ravel()]
+    labels = (np.rint(3 * points[:, 0]) % 2).astype(int) ^ (np.rint(3 * points[:, 1]) % 2).astype(
+        int
+    )
+    points = points + np.random.RandomState(seed).normal(0, 0.01, points.shape)
+    return train_test_split(points, labels, test_size=500 / 10000, random_state=42)
+
+
+def load(name: str):
+    """``(X_train, X_test, y_train, y_test)``: float32 standardized X, standardized regression y.
+
+    The checkerboard is standardized too (its points lie in [0, 1]²): the models see
+    zero-mean inputs on every task.
+    """
+    if name.startswith("checkerboard"):
+        X_train, X_test, y_train, y_test = checkerboard()
+    else:
+        if name == "make_regression":
+            X, y = datasets.make_regression(n_samples=2000, n_features=20, noise=10, random_state=0)
+        else:
+            X, y = getattr(datasets, f"load_{name}")(return_X_y=True)
+        X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.25, random_state=0)
+    scaler = StandardScaler().fit(X_train)
+    X_train = scaler.transform(X_train).astype(np.float32)
+    X_test = scaler.transform(X_test).astype(np.float32)
+    if TASKS[name].kind == "regression":
+        mean, std = y_train.mean(), y_train.std()
+        y_train = ((y_train - mean) / std).astype(np.float32)
+        y_test = ((y_test - mean) / std).astype(np.float32)
+    return X_train, X_test, y_train, y_test
+
+
+@dataclass(frozen=True)
+class Config:
+    """Estimator settings; ``epochs=None`` takes the task's (A's) epochs."""
+
+    name: str
+    n_w_bits: int = 3
+    n_a_bits: int = 3
+    n_accum_bits: int = 8
+    n_layers: int = 3
+    rounding_threshold_bits: int | None = None
+    lr: float = 1e-3
+    batch_size: int = 64
+    epochs: int | None = None
+    description: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def estimator_params(self, task: Task) -> dict:
+        return {
+            "module__n_layers": self.n_layers,
+            "module__n_w_bits": self.n_w_bits,
+            "module__n_a_bits": self.n_a_bits,
+            "module__n_accum_bits": self.n_accum_bits,
+            "module__n_hidden_neurons_multiplier": task.multiplier,
+            "max_epochs": self.epochs or task.epochs,
+            "lr": self.lr,
+            "batch_size": self.batch_size,
+            "random_state": 0,
+            "rounding_threshold_bits": self.rounding_threshold_bits,
+            **self.extra,
+        }
+
+
+CONFIGS = {
+    "A": Config(
+        "A",
+        description="the seed's: 3-bit weights and activations, n_accum_bits=8, no rounding",
+    ),
+    "ours": Config(
+        "ours",
+        rounding_threshold_bits=5,
+        description="3-bit weights and activations, n_accum_bits=8, rounding_threshold_bits=5",
+    ),
+}

@@ -1,0 +1,84 @@
+"""``qnn-sklearn`` command line: ``serve`` a saved model over HTTP, ``bench`` its FHE runs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import numpy as np
+
+_MIB = 1 << 20
+
+
+def _serve(args) -> None:
+    from .http_server import serve
+
+    serve(
+        args.model_dir,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        n_workers=args.workers,
+        max_key_bytes=int(args.max_key_mb * _MIB),
+        max_input_bytes=int(args.max_input_mb * _MIB),
+        max_keys=args.max_keys,
+    )
+
+
+def _bench(args) -> None:
+    from . import framing
+    from .executor import measure_throughput
+    from .fhe_model import FHEModelClient, FHEModelServer
+
+    client = FHEModelClient(args.model_dir)
+    rng = np.random.default_rng(args.seed)
+    X = rng.normal(size=(args.rows, *client.module.input_shape))
+    client.generate_private_and_evaluation_keys()
+    keys = client.get_serialized_evaluation_keys()
+    one = client.quantize_encrypt_serialize(X[:1])
+    result = FHEModelServer(args.model_dir).run(one, keys)
+    report = {
+        "evaluation_keys_bytes": len(keys),
+        "one_input_ciphertext_bytes": len(framing.unpack(one)[0]),
+        "one_result_ciphertext_bytes": len(framing.unpack(result)[0]),
+        "compression": client.compression(),
+        **measure_throughput(args.model_dir, client, X, args.workers),
+    }
+    json.dump(report, sys.stdout, indent=1)
+    print()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qnn-sklearn", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve MODEL_DIR (saved by FHEModelDev) over HTTP")
+    serve.add_argument("model_dir")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=None, help="FHE worker processes")
+    serve.add_argument("--max-key-mb", type=float, default=1024, help="largest key upload")
+    serve.add_argument("--max-input-mb", type=float, default=64, help="largest ciphertext body")
+    serve.add_argument("--max-keys", type=int, default=16, help="evaluation keys kept at once")
+    serve.add_argument("--log-level", default="info")
+    serve.set_defaults(run=_serve)
+
+    bench = commands.add_parser(
+        "bench", help="sizes and encrypted rows/s of MODEL_DIR, one row at a time vs in parallel"
+    )
+    bench.add_argument("model_dir")
+    bench.add_argument("--rows", type=int, default=32)
+    bench.add_argument("--workers", type=int, default=None)
+    bench.add_argument("--seed", type=int, default=0)
+    bench.set_defaults(run=_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    args.run(args)
+
+
+if __name__ == "__main__":
+    main()
