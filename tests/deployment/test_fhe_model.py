@@ -299,3 +299,43 @@ def test_decrypting_without_the_keys_is_refused(model_dir, fhe_client, tmp_path)
     bad.key_path.write_bytes(b"not keys")
     with pytest.raises(ValueError, match="not a key file"):
         bad.generate_private_and_evaluation_keys()
+
+
+@pytest.mark.parametrize("kind", ["classifier", "regressor"])
+def test_the_package_estimators_round_trip(kind, tmp_path):
+    """NeuralNetClassifier (string labels) and NeuralNetRegressor (1-D target), small enough
+    for cheap keys: the decrypted answer is predict_proba / predict."""
+    import warnings
+
+    from qnn_sklearn import NeuralNetClassifier, NeuralNetRegressor
+
+    X = np.random.default_rng(0).normal(size=(200, 3)).astype(np.float32)
+    estimator, y = (
+        (NeuralNetClassifier, np.where(X[:, 0] + X[:, 1] > 0, "yes", "no"))
+        if kind == "classifier"
+        else (NeuralNetRegressor, X[:, 0] - X[:, 2])
+    )
+    settings = dict(module__n_w_bits=2, module__n_a_bits=2, module__n_accum_bits=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = estimator(
+            module__n_layers=2,
+            module__n_hidden_neurons_multiplier=2,
+            max_epochs=3,
+            lr=1e-2,
+            random_state=0,
+            **settings,
+        ).fit(X, y)
+        model.compile(X)
+    FHEModelDev(tmp_path / "model", model).save()
+    client = FHEModelClient(tmp_path / "model")
+    result = FHEModelServer(tmp_path / "model").run(
+        client.quantize_encrypt_serialize(X[:4]), client.get_serialized_evaluation_keys()
+    )
+    answer = client.deserialize_decrypt_dequantize(result)
+    if kind == "classifier":
+        np.testing.assert_array_equal(answer, model.predict_proba(X[:4]))
+        np.testing.assert_array_equal(client.classes_[answer.argmax(axis=1)], model.predict(X[:4]))
+    else:
+        assert answer.shape == (4,)
+        np.testing.assert_array_equal(answer, model.predict(X[:4]))

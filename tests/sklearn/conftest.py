@@ -23,10 +23,7 @@ def iris_split():
 
 @pytest.fixture(scope="session")
 def iris_classifier(iris_split, tmp_path_factory):
-    """A fitted and compiled 3/3/8-bit classifier with string labels (insecure key cache).
-
-    Accumulators are rounded to 5 bits before their lookups, so real FHE keys stay small.
-    """
+    """A fitted and compiled 3/3/8-bit classifier with string labels (insecure key cache)."""
     X_train, _, y_train, _ = iris_split
     model = NeuralNetClassifier(
         module__n_layers=2,
@@ -34,7 +31,6 @@ def iris_classifier(iris_split, tmp_path_factory):
         max_epochs=40,
         lr=0.02,
         random_state=0,
-        rounding_threshold_bits=5,
     ).fit(X_train, y_train)
     configuration = fhe.Configuration(
         enable_unsafe_features=True,
