@@ -27,6 +27,7 @@ demo: install
 	$(BIN)/python examples/demo.py
 
 bench: install
+	test -f benchmarks/results/pbs_floor.json || $(BIN)/python benchmarks/pbs_floor.py
 	$(BIN)/python benchmarks/run.py
 
 bench-smoke: install

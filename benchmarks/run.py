@@ -55,11 +55,6 @@ def metric(task: Task, y_true, y_pred) -> float:
     return float(r2_score(y_true, y_pred))
 
 
-def compile_estimator(estimator, X, **kwargs):
-    """``estimator.compile(X)``; skorch's ``compile`` attribute (a bool) shadows the method."""
-    return type(estimator).compile(estimator, X, **kwargs)
-
-
 class FloatMLP(torch.nn.Module):
     """The fp32 baseline: the estimator's layout (same widths, ReLU) without quantization."""
 
@@ -171,7 +166,7 @@ def floor_seconds(pbs: list[dict], floor: dict[int, float] | None) -> float | No
 
 def run_one(task: Task, config, args, floor) -> dict:
     X_train, X_test, y_train, y_test = load(task.name)
-    params = config.estimator_params(task)
+    params = config.estimator_params(task, len(X_train))
     if args.epochs is not None:
         params["max_epochs"] = args.epochs
     row: dict = {
@@ -213,7 +208,7 @@ def run_one(task: Task, config, args, floor) -> dict:
 
     # compile, then simulate on up to SIMULATION_ROWS test rows
     start = time.perf_counter()
-    circuit = compile_estimator(model, X_train)
+    circuit = model.compile(X_train)
     row["compile_s"] = time.perf_counter() - start
     report = model.fhe_report()
     row["fhe_report"] = report
@@ -322,6 +317,14 @@ def main(argv=None) -> None:
         "row: slower circuits get fewer timed rows (at least 1) and no separate warm-up",
     )
     parser.add_argument("--out", type=Path, default=None, help="JSON file to merge rows into")
+    parser.add_argument(
+        "--skip-existing", action="store_true", help="keep rows already in the JSON file"
+    )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="recompute the floor columns from pbs_floor.json and rewrite the markdown",
+    )
     args = parser.parse_args(argv)
     if args.smoke:
         args.tasks = args.tasks or ["iris"]
@@ -334,11 +337,23 @@ def main(argv=None) -> None:
     if floor is None:
         print("No benchmarks/results/pbs_floor.json: run benchmarks/pbs_floor.py for the floor.")
 
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     data = json.loads(out.read_text()) if out.exists() else {"rows": []}
+    if args.report_only:
+        for row in data["rows"]:
+            row["floor_s"] = floor_seconds(row["pbs_circuit"], floor)
+            if row["floor_s"] and "fhe_s_per_row" in row:
+                row["latency_over_floor"] = row["fhe_s_per_row"] / row["floor_s"]
+        out.write_text(json.dumps(data, indent=2, default=_json_default))
+        write_markdown(data, markdown, smoke=args.smoke)
+        print(f"rewrote {out} and {markdown}")
+        return
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     wall = time.perf_counter()
     for task_name in tasks:
         for config_name in configs:
+            done = {(r["task"], r["config"]) for r in data["rows"]}
+            if args.skip_existing and (task_name, config_name) in done:
+                continue
             row = run_one(TASKS[task_name], CONFIGS[config_name], args, floor)
             row["load_average"] = os.getloadavg()
             row["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")

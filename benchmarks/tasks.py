@@ -7,6 +7,7 @@ inputs, standardized regression targets; the checkerboard of DESIGN.md §5.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,15 +31,15 @@ class Task:
 TASKS = {
     task.name: task
     for task in (
+        Task("checkerboard_16", "classification", multiplier=8, epochs=100),
+        Task("checkerboard", "classification", multiplier=4, epochs=100),
+        Task("checkerboard_100", "classification", multiplier=50, epochs=100),
+        Task("digits", "classification"),
         Task("iris", "classification"),
         Task("wine", "classification"),
         Task("breast_cancer", "classification"),
-        Task("digits", "classification"),
-        Task("diabetes", "regression"),
         Task("make_regression", "regression"),
-        Task("checkerboard", "classification", multiplier=4, epochs=100),
-        Task("checkerboard_16", "classification", multiplier=8, epochs=100),
-        Task("checkerboard_100", "classification", multiplier=50, epochs=100),
+        Task("diabetes", "regression"),
     )
 }
 """``checkerboard`` uses the default multiplier (8 hidden neurons), ``checkerboard_16`` the
@@ -94,17 +95,25 @@ class Config:
     lr: float = 1e-3
     batch_size: int = 64
     epochs: int | None = None
+    min_steps: int = 0  # train at least this many optimizer steps (more epochs on small sets)
     description: str = ""
     extra: dict = field(default_factory=dict)
 
-    def estimator_params(self, task: Task) -> dict:
+    def epochs_for(self, task: Task, n_train: int | None = None) -> int:
+        epochs = self.epochs or task.epochs
+        if self.min_steps and n_train:
+            steps_per_epoch = math.ceil(n_train / self.batch_size)
+            epochs = max(epochs, math.ceil(self.min_steps / steps_per_epoch))
+        return epochs
+
+    def estimator_params(self, task: Task, n_train: int | None = None) -> dict:
         return {
             "module__n_layers": self.n_layers,
             "module__n_w_bits": self.n_w_bits,
             "module__n_a_bits": self.n_a_bits,
             "module__n_accum_bits": self.n_accum_bits,
             "module__n_hidden_neurons_multiplier": task.multiplier,
-            "max_epochs": self.epochs or task.epochs,
+            "max_epochs": self.epochs_for(task, n_train),
             "lr": self.lr,
             "batch_size": self.batch_size,
             "random_state": 0,
@@ -120,7 +129,10 @@ CONFIGS = {
     ),
     "ours": Config(
         "ours",
-        rounding_threshold_bits=5,
-        description="3-bit weights and activations, n_accum_bits=8, rounding_threshold_bits=5",
+        rounding_threshold_bits=6,
+        min_steps=2000,
+        description="3-bit weights and activations, n_accum_bits=8, rounding_threshold_bits=6, "
+        "lr 1e-3, batch 64, A's epochs but at least 2000 optimizer steps (chosen with "
+        "benchmarks/rounding_sweep.py; see ROUNDING.md)",
     ),
 }

@@ -102,11 +102,6 @@ def accumulator_bits(module) -> tuple[float, int]:
     return float(np.mean(bits)), int(max(bits))
 
 
-def compile_estimator(estimator, X, **kwargs):
-    """``estimator.compile(X)``; skorch's ``compile`` attribute (a bool) shadows the method."""
-    return type(estimator).compile(estimator, X, **kwargs)
-
-
 def print_table(widths, rows) -> None:
     header = "| method | " + " | ".join(f"{h} hidden" for h in widths) + " |"
     print(header)
@@ -120,7 +115,7 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, nargs="+", default=[8, 16, 100])
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--plot-hidden", type=int, default=16, help="width to plot")
-    parser.add_argument("--rounding", type=int, default=5, help="rounding bits of the plotted net")
+    parser.add_argument("--rounding", type=int, default=6, help="rounding bits of the plotted net")
     parser.add_argument("--grid", type=int, default=60, help="plot grid points per axis")
     parser.add_argument("--fhe-points", type=int, default=4, help="real FHE points on the plot")
     args = parser.parse_args()
@@ -193,7 +188,7 @@ def plot(models, args, X_train, X_test, y_test, scaler) -> None:
         qat.module_, X_train[:1], rounding_threshold_bits=args.rounding
     )
     start = time.perf_counter()
-    circuit = compile_estimator(qat, X_train)
+    circuit = qat.compile(X_train)
     print(
         f"\nplotted net: {args.plot_hidden} hidden, pruned, rounding_threshold_bits="
         f"{args.rounding}: integer accuracy {np.mean(qat.predict(X_test) == y_test):.3f}, "

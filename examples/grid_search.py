@@ -41,7 +41,7 @@ def main() -> None:
             lr=1e-3,
             batch_size=64,
             random_state=0,
-            rounding_threshold_bits=5,
+            rounding_threshold_bits=6,
         ),
     )
     grid = {
@@ -73,12 +73,16 @@ def main() -> None:
     preprocess, model = best[:-1], best[-1]
     X_train_t, X_test_t = preprocess.transform(X_train), preprocess.transform(X_test)
     start = time.perf_counter()
-    # skorch's `compile` attribute shadows the estimator's method, hence the explicit call.
-    circuit = type(model).compile(model, X_train_t)
-    print(
-        f"compiled in {time.perf_counter() - start:.1f}s: "
-        f"{circuit.programmable_bootstrap_count} PBS, report {model.fhe_report()['layers']}"
-    )
+    circuit = model.compile(X_train_t)
+    seconds = time.perf_counter() - start
+    print(f"compiled in {seconds:.1f}s: {circuit.programmable_bootstrap_count} PBS")
+    for layer in model.fhe_report()["layers"]:
+        if layer["pbs_count"]:
+            print(
+                f"  {layer['layer']}: {layer['neurons']} neurons, certified accumulator "
+                f"{layer['certified_bits']} bits, lookups at {layer['pbs_precision']} bits "
+                f"after removing {layer['lsbs_to_remove']} low bits"
+            )
     simulated = model.predict(X_test_t, fhe="simulate")
     clear = model.predict(X_test_t)
     print(
