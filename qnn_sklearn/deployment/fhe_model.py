@@ -27,7 +27,6 @@ from pathlib import Path
 import numpy as np
 from concrete import fhe
 
-from ..sklearn.postprocessing import softmax
 from . import framing
 from .artifacts import (
     CLIENT_ZIP,
@@ -279,6 +278,10 @@ class FHEModelClient:
         """What ``predict_proba`` (classifier) / ``predict`` (regressor) gives in the clear."""
         output = self.module.dequantize_output(self.deserialize_decrypt(serialized_result))
         if self.task == TASK_CLASSIFIER:
+            # Imported here: qnn_sklearn.sklearn loads brevitas and skorch, which the server
+            # half of this module never needs (about 2.5 s of import time on this machine).
+            from ..sklearn.postprocessing import softmax
+
             return softmax(output)
         if self.task == TASK_REGRESSOR:
             squeeze = output.shape[1] == 1 if self.squeeze_output is None else self.squeeze_output

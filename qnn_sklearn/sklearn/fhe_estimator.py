@@ -181,3 +181,10 @@ class FHEEstimatorMixin:
             report["circuit_pbs_count"] = int(circuit.programmable_bootstrap_count)
             report["circuit_max_bit_width"] = int(circuit.graph.maximum_integer_bit_width())
         return report
+
+    def dump(self, file) -> None:
+        """Save the fitted estimator without pickle (a path or a binary file object); read it
+        back with :func:`qnn_sklearn.load`. The circuit is not saved: compile again after."""
+        from .persistence import dump  # persistence imports this module
+
+        dump(self, file)
