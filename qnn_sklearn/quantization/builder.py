@@ -56,10 +56,69 @@ MAX_LOOKUP_BITS = 16
 """Widest table lookup concrete-python compiles."""
 
 
-def _rounding_lsbs(bit_width: int, rounding_threshold_bits: int | None) -> int:
-    if rounding_threshold_bits is None:
+AUTO_ROUNDING = "auto"
+"""``rounding_threshold_bits="auto"``: choose the kept bits of each layer from its tables."""
+
+AUTO_ROUNDING_MARGIN = 1
+"""``"auto"`` keeps rounding steps at most ``2**-AUTO_ROUNDING_MARGIN`` of the narrowest
+activation step, so rounding moves an accumulator by at most a quarter of a step (see
+:func:`auto_lsbs` and benchmarks/ROUNDING.md for the measurement behind it)."""
+
+
+def check_rounding_threshold_bits(value):
+    """``None``, ``"auto"`` or an integer ≥ 1; ValueError otherwise."""
+    if value is None or (isinstance(value, str) and value == AUTO_ROUNDING):
+        return value
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ValueError(
+            f"rounding_threshold_bits must be None, 'auto' or an integer >= 1, got {value!r}."
+        )
+    if value < 1:
+        raise ValueError(f"rounding_threshold_bits must be at least 1, got {value}.")
+    return int(value)
+
+
+def rounded_max(span_max: int, lsbs: int) -> int:
+    """Largest value ``round_bit_pattern`` (round half up) makes of ``0..span_max``."""
+    unit = 1 << lsbs
+    return ((int(span_max) + unit // 2) // unit) * unit
+
+
+def lsbs_for_threshold(span_max: int, threshold: int) -> int:
+    """Fewest low bits to remove from ``0..span_max`` so the rounded value fits ``threshold`` bits.
+
+    Rounding half up can carry into a new top bit (``2**b − 1`` rounds to ``2**b``), so the
+    first guess ``bits − threshold`` may leave one bit too many; then one more bit goes.
+    """
+    if threshold < 1:
+        raise ValueError(f"rounding_threshold_bits must be at least 1, got {threshold}.")
+    lsbs = max(bits_for(span_max) - threshold, 0)
+    while lsbs and bits_for(rounded_max(span_max, lsbs)) - lsbs > threshold:
+        lsbs += 1
+    return lsbs
+
+
+def auto_lsbs(tables: np.ndarray, spans: np.ndarray, margin: int | None = None) -> int:
+    """Low bits a layer can drop: ``2**lsbs`` ≤ its narrowest activation step / ``2**margin``.
+
+    ``tables[j, v]`` is neuron j's output for accumulator value v. An activation step is a run
+    of accumulator values with one output between two changes of the output (the first and
+    last runs, cut by the range's ends, do not count). Rounding to multiples of ``2**lsbs``
+    moves a value by at most ``2**(lsbs-1)``, so only values within ``2**-(margin+1)`` of a
+    step's width from one of its edges can change level, and by one level at most.
+    A layer whose neurons all have fewer than two changes keeps its full precision (nothing
+    tells how far it may round).
+    """
+    margin = AUTO_ROUNDING_MARGIN if margin is None else margin
+    narrowest = None
+    for row, span in zip(tables, spans):
+        changes = np.flatnonzero(np.diff(row[: int(span) + 1])) + 1
+        if len(changes) >= 2:
+            width = int(np.diff(changes).min())
+            narrowest = width if narrowest is None else min(narrowest, width)
+    if narrowest is None:
         return 0
-    return max(bit_width - rounding_threshold_bits, 0)
+    return max(int(np.floor(np.log2(narrowest))) - margin, 0)
 
 
 class ModuleBuilder:
@@ -68,10 +127,10 @@ class ModuleBuilder:
     def __init__(
         self,
         post_training: PostTrainingOptions | None = None,
-        rounding_threshold_bits: int | None = None,
+        rounding_threshold_bits: int | str | None = None,
     ):
         self.post_training = post_training
-        self.rounding_threshold_bits = rounding_threshold_bits
+        self.rounding_threshold_bits = check_rounding_threshold_bits(rounding_threshold_bits)
         self.steps: list = []
         self.layers: list[LayerReport] = []
         self.input_quantizer: UniformQuantizer | None = None
@@ -125,8 +184,8 @@ class ModuleBuilder:
             raise ValueError("Activation quantizers must have one scale for the whole tensor.")
         producer = x.producer
         lsbs = 0
-        if isinstance(producer, LinearStep):
-            lsbs = _rounding_lsbs(producer.bit_width, self.rounding_threshold_bits)
+        if isinstance(producer, LinearStep) and self.rounding_threshold_bits is not None:
+            lsbs = self._choose_lsbs(x, quantizer)
         unit = 1 << lsbs
         reachable_max = ((x.span + unit // 2) // unit) * unit  # largest value after rounding
         input_bits = bits_for(reachable_max.max())
@@ -154,6 +213,18 @@ class ModuleBuilder:
             report.pbs_count, report.pbs_precision = len(span), step.precision
             report.lsbs_to_remove = lsbs
         return Encrypted.on_grid(quantizer, q_min, span, producer=step)
+
+    def _choose_lsbs(self, x: Encrypted, quantizer: UniformQuantizer) -> int:
+        """Low bits to round away before the lookup on accumulator ``x``."""
+        span_max = int(x.span.max())
+        if self.rounding_threshold_bits == AUTO_ROUNDING:
+            values = np.arange(span_max + 1)
+            view = apply_stages(x.stages, values[:, None])
+            tables = quantizer.quant(np.broadcast_to(view, (len(values), len(x.span)))).T
+            # kept as is even when rounding up carries into a new top bit: the margin, not
+            # the precision, is what "auto" promises
+            return min(auto_lsbs(tables, x.span), bits_for(span_max) - 1)
+        return lsbs_for_threshold(span_max, self.rounding_threshold_bits)
 
     def add_reshape(self, x: Encrypted, feature_shape: tuple[int, ...]) -> Encrypted:
         if x.grid is None:

@@ -24,6 +24,12 @@ FHE_MODES = ("disable", "simulate", "execute")
 
 _COMPILE_SAMPLE_ROWS = 256
 
+SIMULATION_BATCH = 1024
+"""Rows per call of the simulation-only circuit (see :meth:`QuantizedModule.quantized_forward`)."""
+
+_MIN_BATCHED_ROWS = 64
+"""Below this many rows, simulation runs row by row on the FHE circuit (no extra compile)."""
+
 
 def check_fhe_mode(fhe_mode: str) -> str:
     if fhe_mode not in FHE_MODES:
@@ -56,6 +62,7 @@ class QuantizedModule:
         self.output_stages = tuple(output_stages)
         self.layers = layers
         self._circuit = None
+        self._simulation = None  # batched, simulation-only circuit, compiled on first use
         self._compile_spec = None  # what compile() was given, to rebuild after unpickling
 
     @classmethod
@@ -127,9 +134,47 @@ class QuantizedModule:
         if fhe == "disable":
             return run_program(self.steps, q_x)
         circuit = self._require_circuit()
+        if fhe == "simulate" and len(q_x) >= _MIN_BATCHED_ROWS:
+            return self._simulate_batched(q_x, verbose)
         run = circuit.simulate if fhe == "simulate" else circuit.encrypt_run_decrypt
         rows = tqdm(q_x, desc=f"FHE {fhe}", disable=not verbose, unit="row")
         return np.concatenate([np.asarray(run(row[None])).reshape(1, -1) for row in rows])
+
+    def _simulate_batched(self, q_x: np.ndarray, verbose=False) -> np.ndarray:
+        """Simulate ``SIMULATION_BATCH`` rows per call of a simulation-only circuit.
+
+        The circuit is the same program compiled with the same configuration and inputset,
+        with a batch axis of ``SIMULATION_BATCH`` rows instead of 1 and no FHE execution (no
+        keys). Every element keeps the bit width and the cryptographic parameters of the FHE
+        circuit, so the simulation models the same bootstraps; a simulated call costs about
+        the same per call whatever the batch, so batching divides the cost per row. The last
+        chunk is padded with zero rows, whose outputs are dropped.
+        """
+        circuit = self._simulation_circuit()
+        batch = SIMULATION_BATCH
+        outputs = []
+        starts = range(0, len(q_x), batch)
+        for start in tqdm(starts, desc="FHE simulate", disable=not verbose, unit="batch"):
+            chunk = q_x[start : start + batch]
+            n = len(chunk)
+            if n < batch:
+                chunk = np.concatenate([chunk, np.zeros((batch - n,) + chunk.shape[1:], np.int64)])
+            outputs.append(np.asarray(circuit.simulate(chunk)).reshape(batch, -1)[:n])
+        return np.concatenate(outputs)
+
+    def _simulation_circuit(self):
+        if self._simulation is None:
+            self._require_circuit()
+            spec = self._compile_spec
+            compile_set = spec["compile_set"]
+            # rows of the FHE circuit's inputset, tiled into batches (extremes in each)
+            reps = -(-SIMULATION_BATCH // len(compile_set))
+            tiled = np.concatenate([compile_set] * reps)[:SIMULATION_BATCH]
+            batches = [tiled, np.roll(tiled, 1, axis=0), np.roll(tiled, 2, axis=0)]
+            configuration = spec["configuration"].fork(fhe_simulation=True, fhe_execution=False)
+            compiler = fhe.Compiler(self._circuit_function, {"x": "encrypted"})
+            self._simulation = compiler.compile(batches, configuration=configuration)
+        return self._simulation
 
     def forward(self, x, fhe: str = "disable", verbose: bool = False) -> np.ndarray:
         """Float in, float out through the integer model."""
@@ -161,7 +206,12 @@ class QuantizedModule:
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_circuit"] = None
+        state["_simulation"] = None
         return state
+
+    def __setstate__(self, state):
+        state.setdefault("_simulation", None)
+        self.__dict__.update(state)
 
     # -- compilation --------------------------------------------------------------------------
 
@@ -194,6 +244,7 @@ class QuantizedModule:
         )
         spec = {"compile_set": np.concatenate([extremes, sample]), "configuration": configuration}
         self._circuit = self._compile_circuit(**spec)
+        self._simulation = None
         self._compile_spec = spec
         return self._circuit
 

@@ -71,7 +71,7 @@ def test_simulation_equals_clear_with_rounding(
     module.compile(inputset)
     reports = module.bitwidth_report()
     assert all(r["lsbs_to_remove"] > 0 for r in reports[:-1])
-    assert all(r["pbs_precision"] <= rounding_threshold_bits + 1 for r in reports[:-1])
+    assert all(r["pbs_precision"] <= rounding_threshold_bits for r in reports[:-1])
     q = module.quantize_input(stress_inputs(inputset, 300))
     clear = module.quantized_forward(q)
     simulated = module.quantized_forward(q, fhe="simulate")
