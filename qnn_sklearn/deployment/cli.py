@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 
 import numpy as np
 
@@ -34,19 +35,43 @@ def _bench(args) -> None:
     client = FHEModelClient(args.model_dir)
     rng = np.random.default_rng(args.seed)
     X = rng.normal(size=(args.rows, *client.module.input_shape))
-    client.generate_private_and_evaluation_keys()
+    keygen_s = _seconds(client.generate_private_and_evaluation_keys)
     keys = client.get_serialized_evaluation_keys()
     one = client.quantize_encrypt_serialize(X[:1])
     result = FHEModelServer(args.model_dir).run(one, keys)
     report = {
+        "keygen_s": keygen_s,
         "evaluation_keys_bytes": len(keys),
         "one_input_ciphertext_bytes": len(framing.unpack(one)[0]),
         "one_result_ciphertext_bytes": len(framing.unpack(result)[0]),
         "compression": client.compression(),
         **measure_throughput(args.model_dir, client, X, args.workers),
     }
+    if args.url is not None:
+        report["http"] = _http_latency(args.url, client, X[:1])
     json.dump(report, sys.stdout, indent=1)
     print()
+
+
+def _seconds(call) -> float:
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
+def _http_latency(url: str, client, row) -> dict:
+    """Seconds of the key upload, then of one encrypted prediction through the service (encrypt,
+    POST, run, decrypt): cold (its workers load the new keys), then warm."""
+    from .http_client import FHEHTTPClient
+
+    http = FHEHTTPClient(url, client)
+    timings = {
+        "upload_keys_s": _seconds(http.upload_evaluation_keys),
+        "first_row_s": _seconds(lambda: http.predict(row)),
+        "one_row_s": _seconds(lambda: http.predict(row)),
+    }
+    http.delete_evaluation_keys()
+    return timings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--rows", type=int, default=32)
     bench.add_argument("--workers", type=int, default=None)
     bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument(
+        "--url", default=None, help="also time one prediction through `serve` of MODEL_DIR here"
+    )
     bench.set_defaults(run=_bench)
     return parser
 

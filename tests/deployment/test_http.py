@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from qnn_sklearn.deployment import FHEModelClient, framing
+from qnn_sklearn.deployment.cli import main
 from qnn_sklearn.deployment.http_client import FHEHTTPClient, HTTPServiceError
 
 MAX_INPUT_MB = 0.25
@@ -162,3 +163,11 @@ def test_deleted_keys_are_unknown(service, http_client, key_dir, model_dir, tiny
     status, _ = _post(f"{service}/predict?key_id={key_id}", b"x")
     assert status == 404
     _assert_still_serving(http_client, tiny, X_test[:1])
+
+
+def test_bench_times_the_service(service, model_dir, capsys):
+    main(["bench", str(model_dir), "--rows", "2", "--workers", "1", "--url", service])
+    report = json.loads(capsys.readouterr().out)
+    assert report["rows"] == 2 and report["n_workers"] == 1
+    assert report["keygen_s"] > 0 and report["evaluation_keys_bytes"] > 0
+    assert set(report["http"]) == {"upload_keys_s", "first_row_s", "one_row_s"}
