@@ -111,6 +111,16 @@ def test_regressor_round_trip(data, n_targets):
     assert np.array_equal(loaded.predict(X), model.predict(X))
 
 
+def test_rounded_integer_model_round_trips(data):
+    X, positive = data
+    model = NeuralNetClassifier(random_state=0, rounding_threshold_bits=4, **TINY)
+    model.fit(X, positive.astype(int))
+    loaded = _round_trip(model)
+    assert loaded.rounding_threshold_bits == 4
+    assert loaded.fhe_report()["layers"] == model.fhe_report()["layers"]
+    assert np.array_equal(loaded.predict_proba(X), model.predict_proba(X))
+
+
 def test_pruned_widths_round_trip(classifier, data):
     X, positive = data
     pruned = classifier.prune(X, np.where(positive, "yes", "no"), 0.5)
