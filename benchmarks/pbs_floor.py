@@ -82,12 +82,44 @@ def measure(precision: int, runs: int) -> dict:
     }
 
 
-def load_floor(path: Path = DEFAULT_OUT) -> dict[int, float] | None:
-    """``{precision: wall_per_pbs_s}`` from a saved run, or None if there is none."""
+ROUNDING_COST = DEFAULT_OUT.with_name("rounding_cost.json")
+
+
+def load_floor(path: Path = DEFAULT_OUT) -> dict | None:
+    """``{precision: wall_per_pbs_s}`` from a saved run, or None if there is none.
+
+    With ``rounding_cost.json`` (benchmarks/rounding_cost.py) beside it, the key ``"round"``
+    holds the wall time of one removed bit of an exact rounding (see :func:`round_cost_s`).
+    """
     if not Path(path).exists():
         return None
     data = json.loads(Path(path).read_text())
-    return {int(row["precision"]): float(row["wall_per_pbs_s"]) for row in data["results"]}
+    floor: dict = {int(row["precision"]): float(row["wall_per_pbs_s"]) for row in data["results"]}
+    if ROUNDING_COST.exists():
+        floor["round"] = round_cost_s(floor, json.loads(ROUNDING_COST.read_text()))
+    return floor
+
+
+def round_cost_s(floor: dict, rounding_cost: dict) -> float:
+    """One removed bit of exact ``round_bit_pattern``, in the floor's units.
+
+    ``rounding_cost.py`` times, side by side on the same machine, an exact rounding a→k plus a
+    k-bit lookup and the k-bit lookup on a native k-bit accumulator. The difference per removed
+    bit, as a fraction of the native lookup, times the floor's k-bit PBS, is one estimate; we
+    average them. (The ratio carries over between loads; the absolute times do not.)
+    """
+    rows = {row["case"]: row for row in rounding_cost["results"]}
+    estimates = []
+    for row in rows.values():
+        if row["exactness"] != "exact" or row["overrides"]:
+            continue
+        kept = row["acc_bits"] - row["lsbs_removed"]
+        native = rows.get(f"native{kept}")
+        if native is None or kept not in floor:
+            continue
+        extra = (row["ms_per_lookup"] - native["ms_per_lookup"]) / row["lsbs_removed"]
+        estimates.append(extra / native["ms_per_lookup"] * floor[kept])
+    return float(sum(estimates) / len(estimates)) if estimates else floor[1]
 
 
 def main() -> None:

@@ -9,7 +9,10 @@ PBS precision the circuit actually runs at and its floor latency.
 Usage::
 
     python benchmarks/rounding_sweep.py --tasks digits checkerboard_16 \
-        --bits 3,3,8 4,4,10 --rounding none 8 7 6 5 4 3 [--compile]
+        --bits 3,3,8 4,4,10 --rounding none auto auto:0 8 7 6 5 4 3 [--compile]
+
+``auto`` is ``rounding_threshold_bits="auto"``; ``auto:m`` the same rule with margin m
+(``builder.AUTO_ROUNDING_MARGIN``).
 
 Writes ``benchmarks/results/rounding_sweep.json`` (merged by task, bits, training settings and
 rounding) and ``benchmarks/results/ROUNDING.md``, whose floors are recomputed from the current
@@ -28,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from qnn_sklearn import NeuralNetClassifier, NeuralNetRegressor
+from qnn_sklearn.quantization import builder
 from qnn_sklearn.torch import build_brevitas_qat_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -86,11 +90,23 @@ def sweep(
     else:
         torch_metric = metric(task, y_test, torch_out[:, 0])
     rows = []
+    exact_module = build_brevitas_qat_model(model.module_, X_train[:1], None)
     for rounding in roundings:
-        module = build_brevitas_qat_model(model.module_, X_train[:1], rounding)
+        setting, margin = rounding, None
+        if isinstance(rounding, str) and rounding.startswith("auto:"):
+            setting, margin = "auto", int(rounding.split(":")[1])
+        saved = builder.AUTO_ROUNDING_MARGIN
+        builder.AUTO_ROUNDING_MARGIN = saved if margin is None else margin
+        try:
+            module = build_brevitas_qat_model(model.module_, X_train[:1], setting)
+        finally:
+            builder.AUTO_ROUNDING_MARGIN = saved
         model.quantized_module_ = module
         prediction = model.predict(X_test)
         layers = module.bitwidth_report()
+        test_q = module.quantize_input(X_test)
+        exact_out = exact_module.quantized_forward(test_q)
+        rounded_out = module.quantized_forward(test_q)
         row = {
             "task": task_name,
             "bits": list(bits),
@@ -102,6 +118,9 @@ def sweep(
             "train_s": train_s,
             "torch_metric": torch_metric,
             "integer_metric": metric(task, y_test, prediction),
+            # share of test rows whose output integers equal the unrounded model's
+            "rows_equal_unrounded": float(np.mean(np.all(exact_out == rounded_out, axis=1))),
+            "lsbs_to_remove": [layer["lsbs_to_remove"] for layer in module.bitwidth_report()],
             "certified_bits": [layer["certified_bits"] for layer in layers],
             "pbs_report": report_pbs(layers),
         }
@@ -139,7 +158,9 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
-    roundings = [None if r == "none" else int(r) for r in args.rounding]
+    roundings = [
+        None if r == "none" else r if r.startswith("auto") else int(r) for r in args.rounding
+    ]
     floor = load_floor()
     data = json.loads(OUT.read_text()) if OUT.exists() else {"rows": []}
     if args.report_only:
@@ -175,7 +196,10 @@ def write_markdown(data: dict, floor) -> None:
         "integer model is rebuilt for each rounding setting (no retraining) and evaluated in the "
         "clear, which simulation equals. *PBS* lists the bootstraps (an exact rounding costs one "
         "small bootstrap per removed bit: *round*); *floor* is their latency from the current "
-        "`pbs_floor.json`. bits = weights, activations, n_accum_bits.",
+        "`pbs_floor.json`. bits = weights, activations, n_accum_bits. *= unrounded* is the "
+        "share of test rows whose output integers equal those of the same model without "
+        'rounding; *auto* is `rounding_threshold_bits="auto"` (margin 1), *auto:m* the same '
+        "rule with margin m.",
         "",
     ]
     tasks = list(dict.fromkeys(row["task"] for row in data["rows"]))
@@ -185,16 +209,20 @@ def write_markdown(data: dict, floor) -> None:
         lines += [
             f"## {task} ({metric_name})",
             "",
-            "| bits | lr | epochs | rounding | torch | integer | PBS | floor s |",
-            "|---|---|---|---|---|---|---|---|",
+            "| bits | lr | epochs | rounding | lsbs removed | torch | integer | = unrounded | PBS "
+            "| floor s |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for row in rows:
             pbs = row.get("pbs_circuit") or row["pbs_report"]
             value = floor_seconds(pbs, floor)
+            same = row.get("rows_equal_unrounded")
             lines.append(
                 f"| {'/'.join(map(str, row['bits']))} | {row.get('lr', 1e-3):g} | {row['epochs']} "
                 f"| {row['rounding'] if row['rounding'] is not None else 'none'} "
-                f"| {row['torch_metric']:.3f} | {row['integer_metric']:.3f} | {pbs_text(pbs)} "
+                f"| {'/'.join(map(str, row.get('lsbs_to_remove', []))) or '–'} "
+                f"| {row['torch_metric']:.3f} | {row['integer_metric']:.3f} "
+                f"| {'–' if same is None else f'{same:.1%}'} | {pbs_text(pbs)} "
                 f"| {'–' if value is None else f'{value:.2f}'} |"
             )
         lines.append("")

@@ -154,11 +154,20 @@ def report_pbs(layers: list[dict]) -> list[dict]:
     return rows
 
 
-def floor_seconds(pbs: list[dict], floor: dict[int, float] | None) -> float | None:
-    """Σ over PBS of one PBS's latency at its precision / cores (= its all-cores wall time)."""
-    if floor is None or any(row["precision"] not in floor for row in pbs):
+def floor_seconds(pbs: list[dict], floor: dict | None) -> float | None:
+    """Σ over PBS of one PBS's latency at its precision / cores (= its all-cores wall time);
+    a removed bit of exact rounding at ``floor["round"]`` when measured (else as a 1-bit PBS)."""
+    if floor is None:
         return None
-    return float(sum(row["count"] * floor[row["precision"]] for row in pbs))
+    total = 0.0
+    for row in pbs:
+        if row.get("kind") == "round" and "round" in floor:
+            total += row["count"] * floor["round"]
+        elif row["precision"] in floor:
+            total += row["count"] * floor[row["precision"]]
+        else:
+            return None
+    return float(total)
 
 
 # -- one benchmark row -----------------------------------------------------------------------

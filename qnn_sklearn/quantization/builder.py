@@ -57,12 +57,39 @@ MAX_LOOKUP_BITS = 16
 
 
 AUTO_ROUNDING = "auto"
-"""``rounding_threshold_bits="auto"``: choose the kept bits of each layer from its tables."""
+"""``rounding_threshold_bits="auto"``: choose the kept bits of each layer from its tables: at
+most what :func:`auto_lsbs` allows, and within that the cheapest (:func:`cheapest_lsbs`)."""
 
 AUTO_ROUNDING_MARGIN = 1
 """``"auto"`` keeps rounding steps at most ``2**-AUTO_ROUNDING_MARGIN`` of the narrowest
 activation step, so rounding moves an accumulator by at most a quarter of a step (see
 :func:`auto_lsbs` and benchmarks/ROUNDING.md for the measurement behind it)."""
+
+
+LOOKUP_COST_MS = (4.3, 4.9, 6.6, 9.2, 20.8, 45.7, 112.6, 415.7)
+"""Wall time of one PBS at 1..8 bits on our 2-core machine (benchmarks/results/pbs_floor.json);
+only the ratios matter here."""
+
+ROUND_COST_MS_PER_BIT = 5.5
+"""Wall time of one removed bit of exact rounding, same units (benchmarks/results/
+rounding_cost.json: exact a→k rounding + k-bit lookup against the native k-bit lookup)."""
+
+
+def lookup_cost_ms(bits: int) -> float:
+    """One lookup at ``bits``; beyond 8 bits, ×4 per bit (the 7→8 step measured ×3.7)."""
+    if bits <= len(LOOKUP_COST_MS):
+        return LOOKUP_COST_MS[max(bits, 1) - 1]
+    return LOOKUP_COST_MS[-1] * 4.0 ** (bits - len(LOOKUP_COST_MS))
+
+
+def cheapest_lsbs(span_max: int, max_lsbs: int) -> int:
+    """Among 0..max_lsbs removed bits, the cheapest rounding + lookup (ties: fewer bits)."""
+
+    def cost(lsbs: int) -> float:
+        precision = bits_for(rounded_max(span_max, lsbs)) - lsbs
+        return lsbs * ROUND_COST_MS_PER_BIT + lookup_cost_ms(precision)
+
+    return min(range(max(max_lsbs, 0) + 1), key=cost)
 
 
 def check_rounding_threshold_bits(value):
@@ -221,9 +248,10 @@ class ModuleBuilder:
             values = np.arange(span_max + 1)
             view = apply_stages(x.stages, values[:, None])
             tables = quantizer.quant(np.broadcast_to(view, (len(values), len(x.span)))).T
-            # kept as is even when rounding up carries into a new top bit: the margin, not
-            # the precision, is what "auto" promises
-            return min(auto_lsbs(tables, x.span), bits_for(span_max) - 1)
+            # at most what the margin allows; within that, the cheapest. Rounding up may carry
+            # into a new top bit: the cost accounts for it, the margin still holds.
+            allowed = min(auto_lsbs(tables, x.span), bits_for(span_max) - 1)
+            return cheapest_lsbs(span_max, allowed)
         return lsbs_for_threshold(span_max, self.rounding_threshold_bits)
 
     def add_reshape(self, x: Encrypted, feature_shape: tuple[int, ...]) -> Encrypted:

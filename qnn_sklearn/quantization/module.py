@@ -24,7 +24,7 @@ FHE_MODES = ("disable", "simulate", "execute")
 
 _COMPILE_SAMPLE_ROWS = 256
 
-SIMULATION_BATCH = 1024
+SIMULATION_BATCH = 256
 """Rows per call of the simulation-only circuit (see :meth:`QuantizedModule.quantized_forward`)."""
 
 _MIN_BATCHED_ROWS = 64
@@ -144,10 +144,11 @@ class QuantizedModule:
         """Simulate ``SIMULATION_BATCH`` rows per call of a simulation-only circuit.
 
         The circuit is the same program compiled with the same configuration and inputset,
-        with a batch axis of ``SIMULATION_BATCH`` rows instead of 1 and no FHE execution (no
-        keys). Every element keeps the bit width and the cryptographic parameters of the FHE
-        circuit, so the simulation models the same bootstraps; a simulated call costs about
-        the same per call whatever the batch, so batching divides the cost per row. The last
+        with a batch axis of ``SIMULATION_BATCH`` rows instead of 1, the FHE circuit's
+        per-bootstrap error probability, and no FHE execution (no keys). Every element keeps
+        the bit width of the FHE circuit, so the simulation models the same bootstraps.
+        concrete-python's simulation has a large cost per call, which batching divides among
+        the rows (benchmarks/README.md, "Simulation speed"). The last
         chunk is padded with zero rows, whose outputs are dropped.
         """
         circuit = self._simulation_circuit()
@@ -171,7 +172,14 @@ class QuantizedModule:
             reps = -(-SIMULATION_BATCH // len(compile_set))
             tiled = np.concatenate([compile_set] * reps)[:SIMULATION_BATCH]
             batches = [tiled, np.roll(tiled, 1, axis=0), np.roll(tiled, 2, axis=0)]
-            configuration = spec["configuration"].fork(fhe_simulation=True, fhe_execution=False)
+            # the FHE circuit's per-PBS error probability, not a global one: a global budget
+            # spread over SIMULATION_BATCH times more bootstraps would pick other parameters
+            configuration = spec["configuration"].fork(
+                fhe_simulation=True,
+                fhe_execution=False,
+                p_error=float(self.fhe_circuit.p_error),
+                global_p_error=None,
+            )
             compiler = fhe.Compiler(self._circuit_function, {"x": "encrypted"})
             self._simulation = compiler.compile(batches, configuration=configuration)
         return self._simulation

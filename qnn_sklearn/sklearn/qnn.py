@@ -24,9 +24,13 @@ class NeuralNetClassifier(FHEEstimatorMixin, skorch.NeuralNetClassifier):
     ----------
     random_state : int or None
         Seeds torch for the fit: the same seed gives the same model.
-    rounding_threshold_bits : int or None
-        Round every accumulator to this many most significant bits before its table lookup
-        (cheaper bootstraps); None keeps the exact accumulator.
+    rounding_threshold_bits : int, "auto" or None
+        Round every accumulator before its table lookup (``round_bit_pattern``, cheaper
+        bootstraps), in the clear model as in FHE. An integer keeps that many most significant
+        bits: each rounded lookup runs at exactly that precision. ``"auto"`` chooses per layer
+        from the trained tables: the rounding step is at most half the narrowest activation
+        step, so an accumulator never moves by more than a quarter of a step. None keeps the
+        exact accumulator. Invalid values raise ValueError in ``fit``.
     **kwargs
         Any skorch ``NeuralNetClassifier`` argument.
     """

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from qnn_sklearn.quantization.builder import (
     auto_lsbs,
     bits_for,
+    cheapest_lsbs,
     check_rounding_threshold_bits,
     lsbs_for_threshold,
     rounded_max,
@@ -50,6 +51,17 @@ def test_auto_lsbs_from_the_narrowest_step():
     assert auto_lsbs(both, np.array([255, 255]), margin=1) == 1
     # constant or single-threshold neurons say nothing: keep full precision
     assert auto_lsbs((values[None] > 50).astype(int), np.array([255]), margin=1) == 0
+
+
+def test_cheapest_lsbs_trades_rounding_bits_for_lookup_precision():
+    # a 7-bit accumulator: 3 removed bits and a 4-bit lookup beat both extremes
+    assert cheapest_lsbs(120, 7) == 3
+    assert cheapest_lsbs(120, 1) == 1  # capped by what accuracy allows
+    assert cheapest_lsbs(120, 0) == 0
+    # 127 rounds up to 128 unless 4 bits go: a 1-bit rounding would buy nothing
+    assert cheapest_lsbs(127, 1) == 0
+    assert cheapest_lsbs(127, 7) == 4
+    assert cheapest_lsbs(5, 2) == 0  # a 3-bit lookup is already cheap
 
 
 @pytest.mark.parametrize("value", [0, -1, 2.5, "six", True])

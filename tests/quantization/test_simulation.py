@@ -6,8 +6,10 @@ from __future__ import annotations
 import pickle
 
 import numpy as np
+import torch
 
 from qnn_sklearn.quantization import module as module_lib
+from qnn_sklearn.torch import build_torch_model
 
 
 def test_batched_simulation_equals_row_by_row_and_clear(ptq_relu_mlp, stress_inputs):
@@ -39,3 +41,17 @@ def test_simulation_circuit_is_not_pickled(ptq_relu_mlp):
     np.testing.assert_array_equal(
         restored.quantized_forward(q, fhe="simulate"), module.quantized_forward(q)
     )
+
+
+def test_simulation_circuit_keeps_the_per_bootstrap_error(mlp, make_inputset):
+    """A global_p_error is spread over the bootstraps of one row; the batched circuit has many
+    more, so it takes the FHE circuit's per-bootstrap p_error instead."""
+    torch.manual_seed(7)
+    model = mlp(torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Linear(4, 3))
+    inputset = make_inputset(50)
+    module = build_torch_model(model, inputset, n_bits=2)
+    module.compile(inputset, global_p_error=1e-3)
+    simulation = module._simulation_circuit()
+    assert simulation.configuration.global_p_error is None
+    assert simulation.configuration.p_error == module.fhe_circuit.p_error
+    assert simulation.p_error <= module.fhe_circuit.p_error * (1 + 1e-6)

@@ -1,0 +1,236 @@
+"""Choose "ours" per task: the cheapest circuit whose validation metric reaches the target.
+
+Selection never sees the test split: each candidate is trained on 80% of the task's train
+split and scored (integer model, in the clear, which simulation equals) on the other 20%
+(stratified for classifiers, ``random_state=0``). The test metric of the same model is recorded
+for information only. The cost of a candidate is its floor estimate: Σ over its lookups of
+one PBS's wall time at that precision (``pbs_floor.json``) plus its exact roundings, each
+removed bit priced as measured by ``rounding_cost.py`` (``pbs_floor.round_cost_s``).
+
+Usage::
+
+    python benchmarks/config_sweep.py --tasks iris --layers 2 3 --multipliers 1 2 4 \
+        --bits 3,3,6 3,3,7 --rounding none auto --min-steps 2000
+
+Rows are merged into ``results/config_sweep.json``; ``results/CONFIG_SWEEP.md`` lists them per
+task, the selected row (cheapest reaching the validation target) in bold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import itertools
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+from sklearn.model_selection import train_test_split
+
+from qnn_sklearn import NeuralNetClassifier, NeuralNetRegressor
+from qnn_sklearn.torch import build_brevitas_qat_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pbs_floor import load_floor  # noqa: E402
+from report import TARGETS, pbs_text  # noqa: E402
+from run import floor_seconds, metric, report_pbs  # noqa: E402
+from tasks import TASKS, load  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+OUT = RESULTS / "config_sweep.json"
+MARKDOWN = RESULTS / "CONFIG_SWEEP.md"
+
+
+def floor_estimate(pbs: list[dict], floor: dict, round_s: float) -> float:
+    return floor_seconds(pbs, {**floor, "round": round_s})
+
+
+def candidates(task_name, layers, multiplier, bits, roundings, min_steps, lr, data, costs):
+    """Train once, then rebuild the integer model for each rounding (no retraining)."""
+    task = TASKS[task_name]
+    X_fit, X_val, X_test, y_fit, y_val, y_test = data
+    epochs = max(task.epochs, math.ceil(min_steps / math.ceil(len(X_fit) / 64)))
+    params = {
+        "module__n_layers": layers,
+        "module__n_w_bits": bits[0],
+        "module__n_a_bits": bits[1],
+        "module__n_accum_bits": bits[2],
+        "module__n_hidden_neurons_multiplier": multiplier,
+        "max_epochs": epochs,
+        "lr": lr,
+        "batch_size": 64,
+        "random_state": 0,
+        "rounding_threshold_bits": None,
+    }
+    Estimator = NeuralNetClassifier if task.kind == "classification" else NeuralNetRegressor
+    start = time.perf_counter()
+    model = Estimator(**params).fit(X_fit, y_fit)
+    train_s = time.perf_counter() - start
+    rows = []
+    for rounding in roundings if layers > 1 else [None]:
+        model.quantized_module_ = build_brevitas_qat_model(model.module_, X_fit[:1], rounding)
+        model.rounding_threshold_bits = rounding
+        pbs = report_pbs(model.fhe_report()["layers"])
+        rows.append(
+            {
+                "task": task_name,
+                "n_layers": layers,
+                "multiplier": multiplier,
+                "bits": list(bits),
+                "rounding": rounding,
+                "epochs": epochs,
+                "lr": lr,
+                "hidden": model.module_.hidden_widths(),
+                "train_s": train_s,
+                "val_metric": metric(task, y_val, model.predict(X_val)),
+                "test_metric": metric(task, y_test, model.predict(X_test)),
+                "pbs": pbs,
+                "floor_s": floor_estimate(pbs, *costs),
+            }
+        )
+    return rows
+
+
+def split(task_name: str):
+    X_train, X_test, y_train, y_test = load(task_name)
+    stratify = y_train if TASKS[task_name].kind == "classification" else None
+    X_fit, X_val, y_fit, y_val = train_test_split(
+        X_train, y_train, test_size=0.2, random_state=0, stratify=stratify
+    )
+    return X_fit, X_val, X_test, y_fit, y_val, y_test
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", nargs="+", choices=sorted(TASKS), required=True)
+    parser.add_argument("--layers", nargs="+", type=int, default=[2])
+    parser.add_argument("--multipliers", nargs="+", type=int, default=[4])
+    parser.add_argument("--bits", nargs="+", default=["3,3,8"])
+    parser.add_argument("--rounding", nargs="+", default=["none"])
+    parser.add_argument("--min-steps", nargs="+", type=int, default=[2000])
+    parser.add_argument("--lr", nargs="+", type=float, default=[1e-3])
+    parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (small nets)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    floor = load_floor()
+    costs = (floor, floor.get("round", floor[1]))
+    mine: list[dict] = []  # rows of this run, merged into the file at every write
+    if not args.report_only:
+        bits_list = [tuple(int(b) for b in text.split(",")) for text in args.bits]
+        roundings = [None if r == "none" else r if r == "auto" else int(r) for r in args.rounding]
+        for task_name in args.tasks:
+            sets = split(task_name)
+            grid = itertools.product(
+                args.layers, args.multipliers, bits_list, args.min_steps, args.lr
+            )
+            for layers, mult, bits, steps, lr in grid:
+                if layers == 1 and mult != args.multipliers[0]:
+                    continue  # a linear model has no hidden layer
+                try:
+                    rows = candidates(
+                        task_name, layers, mult, bits, roundings, steps, lr, sets, costs
+                    )
+                except ValueError as error:  # e.g. an accumulator budget too small
+                    print(f"{task_name} L={layers} m={mult} bits={bits}: skipped: {error}")
+                    continue
+                mine += rows
+                _merge_write(mine)
+                for row in rows:
+                    print(
+                        f"{task_name:>16} L={layers} m={mult} bits={bits} "
+                        f"round={row['rounding']!s:>4} ep={row['epochs']} lr={lr:g}: val "
+                        f"{row['val_metric']:.3f} test {row['test_metric']:.3f} "
+                        f"{pbs_text(row['pbs'])} floor {row['floor_s']:.2f}s "
+                        f"({row['train_s']:.0f}s)",
+                        flush=True,
+                    )
+    data = _merge_write(mine)
+    for row in data["rows"]:  # re-price with the current floor and rounding cost
+        row["floor_s"] = floor_estimate(row["pbs"], *costs)
+    write_markdown(data, costs[1])
+
+
+def selected(rows: list[dict]) -> dict | None:
+    """Cheapest row whose validation metric reaches the task's target (ties: better val)."""
+    task = rows[0]["task"]
+    if TARGETS.get(task, (None,))[0] is None:
+        return None
+    ok = [r for r in rows if r["val_metric"] >= TARGETS[task][0]]
+    return min(ok, key=lambda r: (round(r["floor_s"], 3), -r["val_metric"]), default=None)
+
+
+def write_markdown(data: dict, round_s: float) -> None:
+    lines = [
+        "# Configuration sweep",
+        "",
+        "Generated by `benchmarks/config_sweep.py`. Each row is trained on 80% of the task's "
+        "train split; *val* is the integer model's metric on the other 20% (selection uses only "
+        "this), *test* the same model on the test split (information only). *floor* is the "
+        "estimated FHE latency: Σ lookups × one PBS at their precision from `pbs_floor.json`, "
+        f"plus {1e3 * round_s:.1f} ms per removed bit of exact rounding (`rounding_cost.json`). "
+        "bits = weights/activations/n_accum_bits. The selected row (cheapest reaching the "
+        "target on val) is in bold.",
+        "",
+    ]
+    for task in dict.fromkeys(r["task"] for r in data["rows"]):
+        rows = sorted((r for r in data["rows"] if r["task"] == task), key=lambda r: r["floor_s"])
+        best = selected(rows)
+        target = TARGETS.get(task, (None, None))
+        lines += [
+            f"## {task} (target {target[0]} / {target[1]} s)",
+            "",
+            "| layers | mult | hidden | bits | rounding | epochs | lr | val | test | PBS "
+            "| floor s |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in rows:
+            cells = [
+                r["n_layers"],
+                r["multiplier"],
+                "/".join(map(str, r["hidden"])) or "–",
+                "/".join(map(str, r["bits"])),
+                r["rounding"] if r["rounding"] is not None else "none",
+                r["epochs"],
+                f"{r['lr']:g}",
+                f"{r['val_metric']:.3f}",
+                f"{r['test_metric']:.3f}",
+                pbs_text(r["pbs"]) or "0",
+                f"{r['floor_s']:.2f}",
+            ]
+            text = " | ".join(str(c) for c in cells)
+            lines.append(
+                f"| **{text.replace(' | ', '** | **')}** |" if r is best else f"| {text} |"
+            )
+        lines.append("")
+    MARKDOWN.write_text("\n".join(lines))
+
+
+def _merge_write(rows: list[dict]) -> dict:
+    """Merge ``rows`` into the JSON file under a lock (several sweeps may run at once)."""
+    with open(OUT.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        data = json.loads(OUT.read_text()) if OUT.exists() else {"rows": []}
+        keys = {_key(row) for row in rows}
+        data["rows"] = [r for r in data["rows"] if _key(r) not in keys] + rows
+        OUT.write_text(json.dumps(data, indent=2, default=str))
+    return data
+
+
+def _key(row: dict) -> tuple:
+    return (
+        row["task"],
+        row["n_layers"],
+        row["multiplier"],
+        tuple(row["bits"]),
+        str(row["rounding"]),
+        row["epochs"],
+        row["lr"],
+    )
+
+
+if __name__ == "__main__":
+    main()
