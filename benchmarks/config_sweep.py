@@ -24,6 +24,7 @@ import itertools
 import json
 import math
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -155,12 +156,15 @@ def main() -> None:
 
 
 def selected(rows: list[dict]) -> dict | None:
-    """Cheapest row whose validation metric reaches the task's target (ties: better val)."""
+    """Cheapest row whose validation metric reaches the task's target (ties: better val);
+    when none does, the best validation metric (ties: cheapest)."""
     task = rows[0]["task"]
     if TARGETS.get(task, (None,))[0] is None:
         return None
     ok = [r for r in rows if r["val_metric"] >= TARGETS[task][0]]
-    return min(ok, key=lambda r: (round(r["floor_s"], 3), -r["val_metric"]), default=None)
+    if not ok:
+        return min(rows, key=lambda r: (-r["val_metric"], round(r["floor_s"], 3)))
+    return min(ok, key=lambda r: (round(r["floor_s"], 3), -r["val_metric"]))
 
 
 def write_markdown(data: dict, round_s: float) -> None:
@@ -173,7 +177,7 @@ def write_markdown(data: dict, round_s: float) -> None:
         "estimated FHE latency: Σ lookups × one PBS at their precision from `pbs_floor.json`, "
         f"plus {1e3 * round_s:.1f} ms per removed bit of exact rounding (`rounding_cost.json`). "
         "bits = weights/activations/n_accum_bits. The selected row (cheapest reaching the "
-        "target on val) is in bold.",
+        "target on val; if none does, the best val) is in bold.",
         "",
     ]
     for task in dict.fromkeys(r["task"] for r in data["rows"]):
@@ -211,7 +215,7 @@ def write_markdown(data: dict, round_s: float) -> None:
 
 def _merge_write(rows: list[dict]) -> dict:
     """Merge ``rows`` into the JSON file under a lock (several sweeps may run at once)."""
-    with open(OUT.with_suffix(".lock"), "w") as lock:
+    with open(Path(tempfile.gettempdir()) / "qnn_sklearn_config_sweep.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         data = json.loads(OUT.read_text()) if OUT.exists() else {"rows": []}
         keys = {_key(row) for row in rows}

@@ -16,8 +16,11 @@ from .stages import apply_stages
 DEFAULT_P_ERROR = 2.0**-40
 """Per-bootstrap error probability when neither ``p_error`` nor ``global_p_error`` is given.
 
-At 2⁻⁴⁰ a model with a thousand bootstraps errs about once in a billion predictions, so FHE
-equals the clear integer model in practice; raising it buys little speed at these precisions.
+Chosen so that FHE equals the clear integer model in practice: a model with 500 bootstraps
+errs in about one prediction in 2·10⁹. Measured (benchmarks/README.md, "concrete-python knobs"):
+2⁻²⁰ instead halves the FHE time and the keygen, but then each bootstrap errs with probability
+~10⁻⁶, so such a model returns a result different from the clear one in about one prediction in
+2,000. Pass ``p_error`` (or ``global_p_error``, per prediction) to ``compile`` to trade the two.
 """
 
 FHE_MODES = ("disable", "simulate", "execute")
