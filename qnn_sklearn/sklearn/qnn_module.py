@@ -285,7 +285,12 @@ class SparseQuantNeuralNetwork(nn.Module):
 
     def __reduce__(self):
         """Brevitas quantizers are not picklable: rebuild from arguments, widths and state."""
-        return (_rebuild, (self.init_kwargs, self.hidden_widths(), self.state_dict()))
+        init_kwargs = {
+            **self.init_kwargs,
+            # prune() changes the percentage of a built network.
+            "n_prune_neurons_percentage": self.n_prune_neurons_percentage,
+        }
+        return (_rebuild, (init_kwargs, self.hidden_widths(), self.state_dict()))
 
 
 def _grid_max_abs(signed: bool, n_bits: int, narrow: bool) -> int:

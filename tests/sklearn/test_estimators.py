@@ -139,6 +139,9 @@ def test_prune_returns_a_smaller_fitted_copy(iris_classifier, iris_split):
     assert widths[0] <= original[0] // 2
     assert pruned.predict(X_test).shape == (len(X_test),)
     assert pruned.quantized_module_.bitwidth_report()[0]["neurons"] == widths[0]
+    restored = pickle.loads(pickle.dumps(pruned))
+    assert restored.module_.n_prune_neurons_percentage == 0.5
+    np.testing.assert_array_equal(restored.predict_proba(X_test), pruned.predict_proba(X_test))
 
 
 class TestErrors:
