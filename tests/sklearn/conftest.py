@@ -28,7 +28,7 @@ def iris_classifier(iris_split, tmp_path_factory):
     model = NeuralNetClassifier(
         module__n_layers=2,
         module__n_hidden_neurons_multiplier=4,
-        max_epochs=40,
+        max_epochs=60,
         lr=0.02,
         random_state=0,
     ).fit(X_train, y_train)

@@ -17,7 +17,7 @@ from sklearn.preprocessing import StandardScaler
 
 from qnn_sklearn import NeuralNetClassifier, NeuralNetRegressor
 
-SMALL = {"module__n_layers": 2, "max_epochs": 15, "lr": 0.02, "random_state": 0}
+SMALL = {"module__n_layers": 2, "max_epochs": 30, "lr": 0.02, "random_state": 0}
 
 
 def test_pipeline_with_string_labels(iris_split):

@@ -58,7 +58,7 @@ def test_max_active_neurons_is_the_worst_case(n_w_bits, n_a_bits, n_accum_bits, 
         return
     max_w = max(abs(v) for v in _grid(n_w_bits, True, narrow))
     budget = 2 ** (n_accum_bits - 1) - 1
-    input_max = max(abs(v) for v in _grid(n_a_bits, signed, narrow))
+    input_max = max(abs(v) for v in _grid(n_a_bits, signed, signed))  # a signed input is narrow
     hidden_max = max(abs(v) for v in _grid(n_a_bits, False, narrow))  # after ReLU: unsigned
     expected = min(budget // (max_w * input_max), budget // (max_w * hidden_max))
     assert module.max_active_neurons() == expected
@@ -97,7 +97,8 @@ def test_pruning_bounds_every_neuron(n_w_bits, n_a_bits, n_accum_bits, prune, se
     module.make_pruning_permanent()
 
     budget = 2 ** (n_accum_bits - 1) - 1
-    grids = [_grid(n_a_bits, True, False)] + [_grid(n_a_bits, False, False)] * 2
+    # a signed input grid is narrow; activations after ReLU are unsigned
+    grids = [_grid(n_a_bits, True, True)] + [_grid(n_a_bits, False, False)] * 2
     for linear, grid in zip(module.linears, grids):
         integer_weights = linear.quant_weight().int().to(torch.int64)
         max_abs_input = max(abs(v) for v in grid)
