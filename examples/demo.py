@@ -25,15 +25,13 @@ def main() -> None:
     scaler = StandardScaler().fit(X_train)
     X_train, X_test = scaler.transform(X_train), scaler.transform(X_test)
 
-    common = {"max_epochs": 30, "lr": 1e-3, "batch_size": 64, "train_split": None}
-    hidden = X.shape[1] * 4
+    # benchmarks/README.md's setting for this task: one hidden layer as wide as the input,
+    # 7-bit certified accumulators rounded to 5 bits before each lookup, ~2000 Adam steps.
+    common = {"max_epochs": 300, "lr": 1e-3, "batch_size": 64, "train_split": None}
+    hidden = X.shape[1]
     fp32 = skorch.NeuralNetClassifier(
         torch.nn.Sequential(
-            torch.nn.Linear(X.shape[1], hidden),
-            torch.nn.ReLU(),
-            torch.nn.Linear(hidden, hidden),
-            torch.nn.ReLU(),
-            torch.nn.Linear(hidden, 2),
+            torch.nn.Linear(X.shape[1], hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, 2)
         ),
         criterion=torch.nn.CrossEntropyLoss,
         optimizer=torch.optim.Adam,
@@ -46,10 +44,13 @@ def main() -> None:
     fp32_accuracy = float((fp32.predict(X_test.astype(np.float32)) == y_test).mean())
 
     model = NeuralNetClassifier(
+        module__n_layers=2,
+        module__n_hidden_neurons_multiplier=1,
         module__n_w_bits=3,
         module__n_a_bits=3,
-        module__n_accum_bits=8,
+        module__n_accum_bits=7,
         rounding_threshold_bits=5,
+        random_state=0,
         **common,
     )
     start = time.perf_counter()
@@ -74,7 +75,7 @@ def main() -> None:
     table = [
         ("task", "breast_cancer (569 rows, 30 features)"),
         ("fp32 accuracy (same layout, float)", f"{fp32_accuracy:.3f}"),
-        ("integer accuracy (3/3 bits, 8-bit accumulators)", f"{integer_accuracy:.3f}"),
+        ("integer accuracy (3/3 bits, n_accum_bits=7, rounded to 5)", f"{integer_accuracy:.3f}"),
         (f"FHE agreement with clear ({N_FHE_ROWS} rows)", f"{agreement:.3f}"),
         ("max certified accumulator bits", str(report["max_certified_bits"])),
         ("PBS count / max PBS precision", f"{report['pbs_count']} / {report['max_pbs_precision']}"),
