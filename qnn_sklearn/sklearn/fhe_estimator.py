@@ -107,10 +107,16 @@ class FHEEstimatorMixin:
             if reinitialize:
                 self.initialize()
             super().partial_fit(X, y_torch, **fit_params)
-        self.quantized_module_ = build_brevitas_qat_model(
-            self.module_, X[:1], rounding_threshold_bits=self.rounding_threshold_bits
-        )
+        self._import_integer_model()
         return self
+
+    def _import_integer_model(self) -> None:
+        """``quantized_module_`` from the trained network (Brevitas' scales; no data needed:
+        the export's sample row only gives the input shape)."""
+        sample = np.zeros((1, self.n_features_in_), dtype=np.float32)
+        self.quantized_module_ = build_brevitas_qat_model(
+            self.module_, sample, rounding_threshold_bits=self.rounding_threshold_bits
+        )
 
     def fit(self, X, y, **fit_params):
         """Train (quantization-aware, pruned) and import the integer model."""

@@ -28,7 +28,6 @@ from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.validation import check_is_fitted
 
 from .. import __version__
-from ..torch import build_brevitas_qat_model
 from .fhe_estimator import FHEEstimatorMixin
 from .qnn_module import SparseQuantNeuralNetwork, _rebuild
 
@@ -130,11 +129,7 @@ def _install_network(estimator: FHEEstimatorMixin, network: SparseQuantNeuralNet
         estimator.initialize()
     estimator.module_ = network
     estimator.initialize_optimizer()
-    # The export needs one row only for the input shape; nothing is calibrated on it.
-    sample = np.zeros((1, estimator.n_features_in_), dtype=np.float32)
-    estimator.quantized_module_ = build_brevitas_qat_model(
-        network, sample, rounding_threshold_bits=estimator.rounding_threshold_bits
-    )
+    estimator._import_integer_model()
 
 
 # -- the zip and its manifest ------------------------------------------------------------------
