@@ -105,10 +105,18 @@ def check_rounding_threshold_bits(value):
     return int(value)
 
 
-def rounded_max(span_max: int, lsbs: int) -> int:
-    """Largest value ``round_bit_pattern`` (round half up) makes of ``0..span_max``."""
+def rounded_max(span_max, lsbs: int):
+    """Largest value ``round_bit_pattern`` (round half up) makes of ``0..span_max`` (an int or
+    an array of them)."""
     unit = 1 << lsbs
-    return ((int(span_max) + unit // 2) // unit) * unit
+    return ((span_max + unit // 2) // unit) * unit
+
+
+def _activation_tables(x: Encrypted, quantizer: UniformQuantizer, n_values: int) -> np.ndarray:
+    """``tables[j, v]``: feature j's quantized activation for stored accumulator value v."""
+    values = np.arange(n_values)
+    view = apply_stages(x.stages, values[:, None])
+    return quantizer.quant(np.broadcast_to(view, (n_values, len(x.span)))).T
 
 
 def lsbs_for_threshold(span_max: int, threshold: int) -> int:
@@ -214,7 +222,7 @@ class ModuleBuilder:
         if isinstance(producer, LinearStep) and self.rounding_threshold_bits is not None:
             lsbs = self._choose_lsbs(x, quantizer)
         unit = 1 << lsbs
-        reachable_max = ((x.span + unit // 2) // unit) * unit  # largest value after rounding
+        reachable_max = rounded_max(x.span, lsbs)
         input_bits = bits_for(reachable_max.max())
         if input_bits - lsbs > MAX_LOOKUP_BITS:
             raise ValueError(
@@ -226,8 +234,7 @@ class ModuleBuilder:
             producer.bit_width = max(producer.bit_width, input_bits)
 
         grid_values = np.arange(2**input_bits)
-        view = apply_stages(x.stages, grid_values[:, None])
-        q = quantizer.quant(np.broadcast_to(view, (len(grid_values), len(x.span)))).T
+        q = _activation_tables(x, quantizer, len(grid_values))
         reachable = (grid_values[None, :] <= reachable_max[:, None]) & (grid_values % unit == 0)
         q_min = np.where(reachable, q, np.iinfo(np.int64).max).min(axis=1)
         q_max = np.where(reachable, q, np.iinfo(np.int64).min).max(axis=1)
@@ -245,9 +252,7 @@ class ModuleBuilder:
         """Low bits to round away before the lookup on accumulator ``x``."""
         span_max = int(x.span.max())
         if self.rounding_threshold_bits == AUTO_ROUNDING:
-            values = np.arange(span_max + 1)
-            view = apply_stages(x.stages, values[:, None])
-            tables = quantizer.quant(np.broadcast_to(view, (len(values), len(x.span)))).T
+            tables = _activation_tables(x, quantizer, span_max + 1)
             # at most what the margin allows; within that, the cheapest. Rounding up may carry
             # into a new top bit: the cost accounts for it, the margin still holds.
             allowed = min(auto_lsbs(tables, x.span), bits_for(span_max) - 1)
