@@ -197,21 +197,26 @@ class SparseQuantNeuralNetwork(nn.Module):
         with torch.no_grad():
             return linear.quant_weight().int().to(torch.int64)
 
-    def _budget_mask(self, linear, max_abs_input: int, keep_rows: torch.Tensor) -> torch.Tensor:
-        """Per row: keep the largest |w_q| while ``Σ|w_q| · max_abs_input ≤ budget``."""
+    def _integer_magnitudes(self, weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """|w_q| of float weights at a given weight scale (Brevitas rounds, then clamps)."""
+        limit = self._max_abs_weight()
+        return torch.clamp(torch.round(weight / scale), -limit, limit).abs().to(torch.int64)
+
+    def _budget_mask(self, linear, max_abs_input: int, candidates: torch.Tensor) -> torch.Tensor:
+        """Per row: keep the largest ``candidates`` while ``Σ|w_q| · max_abs_input ≤ budget``.
+
+        ``candidates`` are float weights, their integers taken at the layer's current weight
+        scale. Zero candidates cost nothing and are kept: callers multiply the result into
+        another mask.
+        """
         with torch.no_grad():
-            scale = linear.quant_weight().scale
-            raw = linear.parametrizations.weight.original if _is_masked(linear) else linear.weight
-            q = torch.clamp(
-                torch.round(raw / scale), -self._max_abs_weight(), self._max_abs_weight()
-            )
-            magnitude = q.abs().to(torch.int64)
-            order = torch.argsort(raw.abs(), dim=1, descending=True, stable=True)
+            magnitude = self._integer_magnitudes(candidates, linear.quant_weight().scale)
+            order = torch.argsort(candidates.abs(), dim=1, descending=True, stable=True)
             cost = torch.cumsum(torch.gather(magnitude, 1, order), dim=1) * max_abs_input
             keep_sorted = cost <= self.accumulator_budget
-            mask = torch.zeros_like(raw)
-            mask.scatter_(1, order, keep_sorted.to(raw.dtype))
-            return mask * keep_rows[:, None].to(raw.dtype)
+            mask = torch.zeros_like(candidates)
+            mask.scatter_(1, order, keep_sorted.to(candidates.dtype))
+            return mask
 
     def _neurons_to_keep(self, index: int, linear) -> torch.Tensor:
         """Structured pruning: hidden layers drop their lowest-L2-norm rows."""
@@ -219,16 +224,16 @@ class SparseQuantNeuralNetwork(nn.Module):
         if index == len(self.linears) - 1 or self.n_prune_neurons_percentage == 0:
             return torch.ones(rows, dtype=torch.bool)
         n_drop = min(int(round(self.n_prune_neurons_percentage * rows)), rows - 1)
-        raw = linear.parametrizations.weight.original if _is_masked(linear) else linear.weight
         keep = torch.ones(rows, dtype=torch.bool)
-        keep[torch.argsort(raw.detach().norm(dim=1))[:n_drop]] = False
+        keep[torch.argsort(_raw_weight(linear).detach().norm(dim=1))[:n_drop]] = False
         return keep
 
     def enable_pruning(self) -> None:
         """Mask every QuantLinear per neuron (and drop neurons if structured pruning is on)."""
         for index, (linear, max_abs_input) in enumerate(zip(self.linears, self._max_abs_inputs())):
             keep_rows = self._neurons_to_keep(index, linear)
-            mask = self._budget_mask(linear, max_abs_input, keep_rows)
+            raw = _raw_weight(linear).detach()
+            mask = self._budget_mask(linear, max_abs_input, raw) * keep_rows[:, None]
             if _is_masked(linear):
                 linear.parametrizations.weight[0].mask.copy_(mask)
             else:
@@ -238,6 +243,31 @@ class SparseQuantNeuralNetwork(nn.Module):
         """Recompute the masks from the current weights (they move while training)."""
         if any(_is_masked(linear) for linear in self.linears):
             self.enable_pruning()
+
+    def enforce_budget(self) -> None:
+        """Bring every neuron whose integer weights went over the budget back within it.
+
+        Weights that train under fixed masks can grow, or the layer's weight scale can shrink,
+        until a neuron exceeds the budget. Such a neuron loses its smallest active inputs;
+        every other neuron keeps its inputs. Run after each optimizer step, this keeps the
+        network training under the constraint it is deployed with, instead of cutting weights
+        once training has ended (which took the checkerboard from 0.944 to 0.83, issue 3).
+        (Scaling such a neuron's weights down instead, keeping its inputs, collapsed one seed
+        of the checkerboard to chance level.)
+        """
+        for linear, max_abs_input in zip(self.linears, self._max_abs_inputs()):
+            for _ in range(8):  # the scale only shrinks as weights go; converges at once
+                over = self.row_costs(linear, max_abs_input) > self.accumulator_budget
+                if not over.any():
+                    break
+                with torch.no_grad():
+                    active = linear.weight.detach()
+                    trimmed = self._budget_mask(linear, max_abs_input, active)
+                    keep = torch.where(over[:, None], trimmed, torch.ones_like(trimmed))
+                    if _is_masked(linear):
+                        linear.parametrizations.weight[0].mask.mul_(keep)
+                    else:
+                        linear.weight.mul_(keep)
 
     def make_pruning_permanent(self) -> None:
         """Bake the masks into the weights, then remove neurons that no longer have inputs.
@@ -250,18 +280,7 @@ class SparseQuantNeuralNetwork(nn.Module):
             if _is_masked(linear):
                 parametrize.remove_parametrizations(linear, "weight", leave_parametrized=True)
         self._drop_dead_neurons()
-        self._enforce_budget()
-
-    def _enforce_budget(self) -> None:
-        for linear, max_abs_input in zip(self.linears, self._max_abs_inputs()):
-            for _ in range(8):  # the scale can only shrink when weights go; converges at once
-                over = self.row_costs(linear, max_abs_input) > self.accumulator_budget
-                if not over.any():
-                    break
-                keep = torch.ones(linear.out_features, dtype=torch.bool)
-                mask = self._budget_mask(linear, max_abs_input, keep)
-                with torch.no_grad():
-                    linear.weight.mul_(torch.where(over[:, None], mask, torch.ones_like(mask)))
+        self.enforce_budget()
 
     def row_costs(self, linear, max_abs_input: int) -> torch.Tensor:
         """``Σ|w_q| · max|x_q|`` per neuron, on the integer weights."""
@@ -328,6 +347,11 @@ def _is_masked(linear) -> bool:
     return parametrize.is_parametrized(linear, "weight")
 
 
+def _raw_weight(linear) -> torch.Tensor:
+    """The trained weight before masking (masked-out inputs keep learning; see _WeightMask)."""
+    return linear.parametrizations.weight.original if _is_masked(linear) else linear.weight
+
+
 def _sliced_linear(linear, rows=None, columns=None):
     """A copy of ``linear`` keeping only the given output rows / input columns."""
     weight = linear.weight.detach()
@@ -358,5 +382,15 @@ def _rebuild(init_kwargs, hidden_widths, state_dict):
             module.linears[index] = _sliced_linear(
                 linear, rows=torch.arange(n_out), columns=torch.arange(n_in)
             )
-    module.load_state_dict(state_dict)
+        # a network pickled while it trains (pruning enabled) carries its masks
+        mask = state_dict.get(f"linears.{index}.parametrizations.weight.0.mask")
+        if mask is not None:
+            parametrize.register_parametrization(
+                module.linears[index], "weight", _WeightMask(mask.clone())
+            )
+    missing, unexpected = module.load_state_dict(state_dict, strict=False)
+    # Brevitas leaves out the scale of a quantizer that has not seen a batch yet
+    uncalibrated = [key for key in missing if key.endswith("scaling_impl.value")]
+    if unexpected or set(missing) - set(uncalibrated):
+        raise RuntimeError(f"state does not fit the network: {missing=}, {unexpected=}")
     return module

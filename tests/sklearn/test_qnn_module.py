@@ -111,3 +111,25 @@ def test_pruning_bounds_every_neuron(n_w_bits, n_a_bits, n_accum_bits, prune, se
     for report in integer_model.bitwidth_report():
         low, high = report["certified_range"]
         assert -budget <= low and high <= budget
+
+
+def test_copy_while_pruning_keeps_masks():
+    """A network copied mid-training (masks on, e.g. by a checkpoint callback) is the same
+    network: same masks, same outputs, and it can still be made permanent."""
+    import copy
+    import pickle
+
+    torch.manual_seed(0)
+    module = SparseQuantNeuralNetwork(6, 3, 2, n_hidden_neurons_multiplier=8, n_accum_bits=6)
+    module.enable_pruning()
+    x = torch.randn(32, 6)
+    module(x)  # one training forward: the quantizers start calibrating
+    for copied in (copy.deepcopy(module), pickle.loads(pickle.dumps(module))):
+        module.eval(), copied.eval()
+        masks = [linear.parametrizations.weight[0].mask for linear in module.linears]
+        copied_masks = [linear.parametrizations.weight[0].mask for linear in copied.linears]
+        assert all(torch.equal(a, b) for a, b in zip(masks, copied_masks))
+        assert any(not bool(mask.all()) for mask in masks)  # the budget did prune something
+        with torch.no_grad():
+            assert torch.equal(module(x), copied(x))
+        copied.make_pruning_permanent()

@@ -1,0 +1,54 @@
+"""AccumulatorPruning: the network it hands back is the best one it trained, within budget."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from skorch.callbacks import Callback
+
+from qnn_sklearn import NeuralNetClassifier
+from qnn_sklearn.sklearn.callbacks import _evaluation_loss
+
+
+class _RecordLosses(Callback):
+    """Runs after AccumulatorPruning (user callbacks follow the defaults)."""
+
+    def on_train_begin(self, net, **kwargs):
+        self.losses, self.over_budget = [], []
+
+    def on_epoch_end(self, net, dataset_train=None, **kwargs):
+        self.losses.append(_evaluation_loss(net, dataset_train))
+        module = net.module_
+        self.over_budget.append(
+            sum(
+                int((module.row_costs(linear, m) > module.accumulator_budget).sum())
+                for linear, m in zip(module.linears, module._max_abs_inputs())
+            )
+        )
+
+
+def test_hands_back_the_lowest_training_loss_within_budget(iris_split):
+    X_train, _, y_train, _ = iris_split
+    record = _RecordLosses()
+    epochs = 20
+    model = NeuralNetClassifier(
+        module__n_layers=3,
+        module__n_hidden_neurons_multiplier=8,
+        module__n_accum_bits=7,
+        max_epochs=epochs,
+        lr=0.05,
+        random_state=0,
+        callbacks=[record],
+    ).fit(X_train, y_train)
+
+    # every optimizer step is followed by the budget check: no epoch ends over budget
+    assert record.over_budget == [0] * epochs
+    losses = record.losses
+    assert len(set(losses)) > 1  # the loss did move, so there was a choice
+    # after the last refresh (epoch 10 of 20), training went on from the best state so far
+    assert np.isclose(losses[epochs // 2 - 1], min(losses[: epochs // 2]), rtol=1e-6)
+    # the permanent network (dead neurons dropped) computes what the best state computed
+    final_logits = model.forward(X_train.astype(np.float32))
+    targets = torch.as_tensor(np.searchsorted(model.classes_, y_train))
+    final_loss = float(torch.nn.functional.cross_entropy(final_logits, targets))
+    assert np.isclose(final_loss, min(losses), rtol=1e-5)
