@@ -28,7 +28,6 @@ import numpy as np  # noqa: E402
 import skorch  # noqa: E402
 import torch  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
-from sklearn.preprocessing import StandardScaler  # noqa: E402
 
 from qnn_sklearn import NeuralNetClassifier  # noqa: E402
 from qnn_sklearn.torch import build_torch_model  # noqa: E402
@@ -121,10 +120,11 @@ def main() -> None:
     args = parser.parse_args()
     OUTPUT.mkdir(parents=True, exist_ok=True)
 
-    X_train, X_test, y_train, y_test = checkerboard()
-    scaler = StandardScaler().fit(X_train)
-    X_train = scaler.transform(X_train).astype(np.float32)
-    X_test = scaler.transform(X_test).astype(np.float32)
+    # the generator's raw points in [0, 1]², as in the seed's experiment: standardizing would
+    # put the middle boundary (x = 0.5) exactly on the input grid's zero level
+    X_train, X_test, y_train, y_test = (
+        part.astype(np.float32) if part.dtype.kind == "f" else part for part in checkerboard()
+    )
 
     cells = {
         "fp32 accuracy": [],
@@ -175,10 +175,10 @@ def main() -> None:
     print()
     print_table(args.hidden, cells)
     if args.plot_hidden in args.hidden:
-        plot(models, args, X_train, X_test, y_test, scaler)
+        plot(models, args, X_train, X_test, y_test)
 
 
-def plot(models, args, X_train, X_test, y_test, scaler) -> None:
+def plot(models, args, X_train, X_test, y_test) -> None:
     """Decision boundaries: fp32, integer model, FHE simulation (+ real FHE points)."""
     from qnn_sklearn.torch import build_brevitas_qat_model
 
@@ -225,24 +225,21 @@ def plot(models, args, X_train, X_test, y_test, scaler) -> None:
         print(f"real FHE == clear on {np.sum(fhe_labels == clear)}/{len(clear)} points")
 
     figure, axes = plt.subplots(1, 3, figsize=(15, 5), sharex=True, sharey=True)
-    test_points = scaler.inverse_transform(X_test)
-    extent = scaler.inverse_transform(np.array([lo, hi]))
     for axis, (title, labels) in zip(axes, surfaces.items()):
         axis.imshow(
             labels.reshape(gx.shape),
             origin="lower",
-            extent=(extent[0, 0], extent[1, 0], extent[0, 1], extent[1, 1]),
+            extent=(lo[0], hi[0], lo[1], hi[1]),
             cmap="coolwarm",
             alpha=0.4,
             vmin=0,
             vmax=1,
         )
-        axis.scatter(*test_points.T, c=y_test, cmap="coolwarm", s=6, vmin=0, vmax=1)
+        axis.scatter(*X_test.T, c=y_test, cmap="coolwarm", s=6, vmin=0, vmax=1)
         axis.set_title(title)
     if len(fhe_points):
-        shown = scaler.inverse_transform(fhe_points)
         axes[2].scatter(
-            *shown.T,
+            *fhe_points.T,
             c=fhe_labels,
             cmap="coolwarm",
             vmin=0,
