@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import onnx
 from concrete import fhe
@@ -32,6 +36,11 @@ SIMULATION_BATCH = 256
 
 _MIN_BATCHED_ROWS = 64
 """Below this many rows, simulation runs row by row on the FHE circuit (no extra compile)."""
+
+FHE_THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+"""Encrypted rows run at once. One encrypted prediction keeps about one core busy whatever
+concrete-python's loop parallelism, and its runtime releases the GIL, so rows on parallel
+threads use the other cores (benchmarks/README.md, "Cores")."""
 
 
 def check_fhe_mode(fhe_mode: str) -> str:
@@ -139,9 +148,13 @@ class QuantizedModule:
         circuit = self._require_circuit()
         if fhe == "simulate" and len(q_x) >= _MIN_BATCHED_ROWS:
             return self._simulate_batched(q_x, verbose)
-        run = circuit.simulate if fhe == "simulate" else circuit.encrypt_run_decrypt
-        rows = tqdm(q_x, desc=f"FHE {fhe}", disable=not verbose, unit="row")
-        return np.concatenate([np.asarray(run(row[None])).reshape(1, -1) for row in rows])
+        progress = tqdm(total=len(q_x), desc=f"FHE {fhe}", disable=not verbose, unit="row")
+        with progress:
+            if fhe == "simulate":
+                outputs = (circuit.simulate(row[None]) for row in q_x)
+            else:
+                outputs = _execute_in_threads(circuit, q_x)
+            return np.concatenate([_one_row(output, progress) for output in outputs])
 
     def _simulate_batched(self, q_x: np.ndarray, verbose=False) -> np.ndarray:
         """Simulate ``SIMULATION_BATCH`` rows per call of a simulation-only circuit.
@@ -296,3 +309,29 @@ class QuantizedModule:
             }
             for report in self.layers
         ]
+
+
+def _execute_in_threads(circuit, rows: np.ndarray):
+    """Encrypt, run and decrypt each row, in order; ``FHE_THREADS`` runs go at once.
+
+    The server side runs concurrently, as concrete-python's own asynchronous mode does (it
+    submits runs to a thread pool). Encryption and decryption, on the client's keys and
+    random generator, stay one at a time.
+    """
+    circuit.keygen()  # before the threads: the first encryption would otherwise make the keys
+    client_lock = threading.Lock()
+
+    def execute(row):
+        with client_lock:
+            encrypted = circuit.encrypt(row[None])
+        result = circuit.run(encrypted)
+        with client_lock:
+            return circuit.decrypt(result)
+
+    with ThreadPoolExecutor(max_workers=max(1, min(FHE_THREADS, len(rows)))) as pool:
+        yield from pool.map(execute, rows)
+
+
+def _one_row(output, progress) -> np.ndarray:
+    progress.update()
+    return np.asarray(output).reshape(1, -1)
