@@ -54,7 +54,8 @@ class AccumulatorPruning(Callback):
             self.best_state_ = {
                 key: value.detach().clone() for key, value in net.module_.state_dict().items()
             }
-        if refreshing and epochs_done + 1 >= self.refresh_fraction * net.max_epochs:
+        last_refresh = refreshing and epochs_done + 1 >= self.refresh_fraction * net.max_epochs
+        if last_refresh and self.best_state_ is not None:
             # the last refresh: train the best masks seen, not the last ones
             net.module_.load_state_dict(self.best_state_)
 

@@ -197,11 +197,6 @@ class SparseQuantNeuralNetwork(nn.Module):
         with torch.no_grad():
             return linear.quant_weight().int().to(torch.int64)
 
-    def _integer_magnitudes(self, weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        """|w_q| of float weights at a given weight scale (Brevitas rounds, then clamps)."""
-        limit = self._max_abs_weight()
-        return torch.clamp(torch.round(weight / scale), -limit, limit).abs().to(torch.int64)
-
     def _budget_mask(self, linear, max_abs_input: int, candidates: torch.Tensor) -> torch.Tensor:
         """Per row: keep the largest ``candidates`` while ``Σ|w_q| · max_abs_input ≤ budget``.
 
@@ -210,7 +205,9 @@ class SparseQuantNeuralNetwork(nn.Module):
         another mask.
         """
         with torch.no_grad():
-            magnitude = self._integer_magnitudes(candidates, linear.quant_weight().scale)
+            limit, scale = self._max_abs_weight(), linear.quant_weight().scale
+            q = torch.clamp(torch.round(candidates / scale), -limit, limit)
+            magnitude = q.abs().to(torch.int64)
             order = torch.argsort(candidates.abs(), dim=1, descending=True, stable=True)
             cost = torch.cumsum(torch.gather(magnitude, 1, order), dim=1) * max_abs_input
             keep_sorted = cost <= self.accumulator_budget
