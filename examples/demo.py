@@ -15,6 +15,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
 from qnn_sklearn import NeuralNetClassifier
+from qnn_sklearn.quantization.module import FHE_THREADS
 
 N_FHE_ROWS = 3
 
@@ -25,10 +26,11 @@ def main() -> None:
     scaler = StandardScaler().fit(X_train)
     X_train, X_test = scaler.transform(X_train), scaler.transform(X_test)
 
-    # benchmarks/README.md's setting for this task: one hidden layer as wide as the input,
-    # 7-bit certified accumulators rounded to 5 bits before each lookup, ~2000 Adam steps.
-    common = {"max_epochs": 300, "lr": 1e-3, "batch_size": 64, "train_split": None}
-    hidden = X.shape[1]
+    # the benchmark's "ours" setting for this task (benchmarks/tasks.py): one hidden layer twice
+    # as wide as the input, 7-bit certified accumulators rounded to 4 bits before each lookup,
+    # ~2000 Adam steps
+    common = {"max_epochs": 286, "lr": 1e-2, "batch_size": 64, "train_split": None}
+    hidden = 2 * X.shape[1]
     fp32 = skorch.NeuralNetClassifier(
         torch.nn.Sequential(
             torch.nn.Linear(X.shape[1], hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, 2)
@@ -45,11 +47,11 @@ def main() -> None:
 
     model = NeuralNetClassifier(
         module__n_layers=2,
-        module__n_hidden_neurons_multiplier=1,
+        module__n_hidden_neurons_multiplier=2,
         module__n_w_bits=3,
         module__n_a_bits=3,
         module__n_accum_bits=7,
-        rounding_threshold_bits=5,
+        rounding_threshold_bits=4,
         random_state=0,
         **common,
     )
@@ -75,15 +77,20 @@ def main() -> None:
     table = [
         ("task", "breast_cancer (569 rows, 30 features)"),
         ("fp32 accuracy (same layout, float)", f"{fp32_accuracy:.3f}"),
-        ("integer accuracy (3/3 bits, n_accum_bits=7, rounded to 5)", f"{integer_accuracy:.3f}"),
+        ("integer accuracy (3/3 bits, n_accum_bits=7, rounded to 4)", f"{integer_accuracy:.3f}"),
         (f"FHE agreement with clear ({N_FHE_ROWS} rows)", f"{agreement:.3f}"),
         ("max certified accumulator bits", str(report["max_certified_bits"])),
-        ("PBS count / max PBS precision", f"{report['pbs_count']} / {report['max_pbs_precision']}"),
+        (
+            "lookups / PBS in the circuit (rounding included) / max lookup bits",
+            " / ".join(
+                str(report[key]) for key in ("pbs_count", "circuit_pbs_count", "max_pbs_precision")
+            ),
+        ),
         (
             "train / compile / keygen seconds",
             f"{train_seconds:.1f} / {compile_seconds:.1f} / {keygen_seconds:.1f}",
         ),
-        ("FHE seconds per row", f"{fhe_seconds:.2f}"),
+        (f"FHE seconds per row ({FHE_THREADS} rows at a time)", f"{fhe_seconds:.2f}"),
     ]
     width = max(len(name) for name, _ in table)
     print(f"torch {torch.__version__}, hidden widths {model.module_.hidden_widths()}")
