@@ -38,9 +38,9 @@ _MIN_BATCHED_ROWS = 64
 """Below this many rows, simulation runs row by row on the FHE circuit (no extra compile)."""
 
 FHE_THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-"""Encrypted rows run at once. One encrypted prediction keeps about one core busy whatever
-concrete-python's loop parallelism, and its runtime releases the GIL, so rows on parallel
-threads use the other cores (benchmarks/README.md, "Cores")."""
+"""Encrypted rows run at once. concrete-python's runtime releases the GIL, so rows on parallel
+threads use the cores one prediction leaves idle: 1.25× to 1.8× the rows/s on 2 cores,
+depending on how busy one run already keeps them (benchmarks/README.md, "Cores")."""
 
 
 def check_fhe_mode(fhe_mode: str) -> str:
@@ -148,13 +148,12 @@ class QuantizedModule:
         circuit = self._require_circuit()
         if fhe == "simulate" and len(q_x) >= _MIN_BATCHED_ROWS:
             return self._simulate_batched(q_x, verbose)
-        progress = tqdm(total=len(q_x), desc=f"FHE {fhe}", disable=not verbose, unit="row")
-        with progress:
-            if fhe == "simulate":
-                outputs = (circuit.simulate(row[None]) for row in q_x)
-            else:
-                outputs = _execute_in_threads(circuit, q_x)
-            return np.concatenate([_one_row(output, progress) for output in outputs])
+        if fhe == "simulate":
+            outputs = (circuit.simulate(row[None]) for row in q_x)
+        else:
+            outputs = _execute_in_threads(circuit, q_x)
+        progress = tqdm(outputs, total=len(q_x), desc=f"FHE {fhe}", disable=not verbose, unit="row")
+        return np.concatenate([np.asarray(output).reshape(1, -1) for output in progress])
 
     def _simulate_batched(self, q_x: np.ndarray, verbose=False) -> np.ndarray:
         """Simulate ``SIMULATION_BATCH`` rows per call of a simulation-only circuit.

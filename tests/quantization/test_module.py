@@ -98,6 +98,15 @@ def test_fhe_execution_equals_clear(fhe_execution_mlp, insecure_fhe_configuratio
     np.testing.assert_array_equal(module.dequantize_output(executed), module.forward(x))
 
 
+def test_verbose_shows_one_progress_step_per_row(ptq_relu_mlp, capsys):
+    module = ptq_relu_mlp.module
+    q = module.quantize_input(ptq_relu_mlp.inputset[:5])
+    simulated = module.quantized_forward(q, fhe="simulate", verbose=True)
+    np.testing.assert_array_equal(simulated, module.quantized_forward(q))
+    progress = capsys.readouterr().err
+    assert "FHE simulate" in progress and "5/5" in progress
+
+
 # -- the clear ends of the pipeline ------------------------------------------------------------
 
 
