@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 
-from qnn_sklearn import NeuralNetClassifier, NeuralNetRegressor
 from qnn_sklearn.quantization import module as module_lib
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -37,8 +36,9 @@ def main() -> None:
 
     task = TASKS[args.task]
     X_train, X_test, y_train, _ = load(args.task)
-    Estimator = NeuralNetClassifier if task.kind == "classification" else NeuralNetRegressor
-    model = Estimator(**CONFIGS["ours"].estimator_params(task, len(X_train))).fit(X_train, y_train)
+    model = task.estimator(**CONFIGS["ours"].estimator_params(task, len(X_train))).fit(
+        X_train, y_train
+    )
     model.compile(X_train)
     model.fhe_circuit_.keygen()
     rows = X_test[: args.rows]

@@ -23,8 +23,6 @@ from pathlib import Path
 
 import numpy as np
 
-from qnn_sklearn import NeuralNetClassifier
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tasks import CONFIGS, TASKS, load  # noqa: E402
 
@@ -38,7 +36,7 @@ def measure(seed: int) -> dict:
     X_train, X_test, y_train, y_test = load(task.name)
     params = {**CONFIGS["A"].estimator_params(task, len(X_train)), "random_state": seed}
     start = time.perf_counter()
-    model = NeuralNetClassifier(**params).fit(X_train, y_train)
+    model = task.estimator(**params).fit(X_train, y_train)
     train_s = time.perf_counter() - start
     torch_labels = model.forward(X_test).argmax(1).numpy()
     integer_labels = model.predict(X_test)

@@ -31,7 +31,6 @@ from pathlib import Path
 import torch
 from sklearn.model_selection import train_test_split
 
-from qnn_sklearn import NeuralNetClassifier, NeuralNetRegressor
 from qnn_sklearn.torch import build_brevitas_qat_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -66,9 +65,8 @@ def candidates(task_name, layers, multiplier, bits, roundings, min_steps, lr, da
         "random_state": 0,
         "rounding_threshold_bits": None,
     }
-    Estimator = NeuralNetClassifier if task.kind == "classification" else NeuralNetRegressor
     start = time.perf_counter()
-    model = Estimator(**params).fit(X_fit, y_fit)
+    model = task.estimator(**params).fit(X_fit, y_fit)
     train_s = time.perf_counter() - start
     rows = []
     for rounding in roundings if layers > 1 else [None]:

@@ -30,7 +30,6 @@ from pathlib import Path
 
 import numpy as np
 
-from qnn_sklearn import NeuralNetClassifier, NeuralNetRegressor
 from qnn_sklearn.quantization import builder
 from qnn_sklearn.torch import build_brevitas_qat_model
 
@@ -80,9 +79,8 @@ def sweep(
         params["lr"] = lr
     if batch_size is not None:
         params["batch_size"] = batch_size
-    Estimator = NeuralNetClassifier if task.kind == "classification" else NeuralNetRegressor
     start = time.perf_counter()
-    model = Estimator(**params).fit(X_train, y_train)
+    model = task.estimator(**params).fit(X_train, y_train)
     train_s = time.perf_counter() - start
     torch_out = model.forward(X_test).detach().numpy()
     if task.kind == "classification":

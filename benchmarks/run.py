@@ -35,8 +35,6 @@ import skorch
 import torch
 from sklearn.metrics import accuracy_score, r2_score
 
-from qnn_sklearn import NeuralNetClassifier, NeuralNetRegressor
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pbs_floor import load_floor  # noqa: E402
 from report import pbs_text, write_markdown  # noqa: E402
@@ -192,8 +190,7 @@ def run_one(task: Task, config, args, floor) -> dict:
     row["fp32"] = fp32_baseline(task, params, X_train, y_train, X_test, y_test)
     log(f"fp32 {row['fp32']['metric']:.3f}")
 
-    Estimator = NeuralNetClassifier if task.kind == "classification" else NeuralNetRegressor
-    model = Estimator(**params)
+    model = task.estimator(**params)
     start = time.perf_counter()
     model.fit(X_train, y_train)
     row["train_s"] = time.perf_counter() - start

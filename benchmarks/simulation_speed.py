@@ -120,12 +120,11 @@ def measure_task(args) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from tasks import CONFIGS, TASKS, load
 
-    from qnn_sklearn import NeuralNetClassifier, NeuralNetRegressor
-
     task = TASKS[args.task]
     X_train, _, y_train, _ = load(args.task)
-    Estimator = NeuralNetClassifier if task.kind == "classification" else NeuralNetRegressor
-    model = Estimator(**CONFIGS["ours"].estimator_params(task, len(X_train))).fit(X_train, y_train)
+    model = task.estimator(**CONFIGS["ours"].estimator_params(task, len(X_train))).fit(
+        X_train, y_train
+    )
     model.compile(X_train)
     module = model.quantized_module_
     rng = np.random.default_rng(0)

@@ -16,6 +16,8 @@ from sklearn import datasets
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
+from qnn_sklearn import NeuralNetClassifier, NeuralNetRegressor
+
 
 @dataclass(frozen=True)
 class Task:
@@ -27,6 +29,11 @@ class Task:
     @property
     def metric_name(self) -> str:
         return "accuracy" if self.kind == "classification" else "R²"
+
+    @property
+    def estimator(self) -> type:
+        """The estimator class of this task's kind."""
+        return NeuralNetClassifier if self.kind == "classification" else NeuralNetRegressor
 
 
 TASKS = {
