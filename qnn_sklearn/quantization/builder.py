@@ -17,6 +17,15 @@ from onnx import numpy_helper
 
 from .program import LinearStep, LookupStep, ReshapeStep, bits_for
 from .quantizers import QuantizationOptions, UniformQuantizer
+from .rounding import (
+    AUTO_ROUNDING,
+    aligned_base,
+    auto_lsbs,
+    cheapest_lsbs,
+    check_rounding_threshold_bits,
+    lsbs_for_threshold,
+    round_accumulator,
+)
 from .stages import Affine, apply_stages
 from .values import ClearInput, Constant, Encrypted
 
@@ -56,62 +65,6 @@ MAX_LOOKUP_BITS = 16
 """Widest table lookup concrete-python compiles."""
 
 
-AUTO_ROUNDING = "auto"
-"""``rounding_threshold_bits="auto"``: choose the kept bits of each layer from its tables: at
-most what :func:`auto_lsbs` allows, and within that the cheapest (:func:`cheapest_lsbs`)."""
-
-AUTO_ROUNDING_MARGIN = 1
-"""``"auto"`` keeps rounding steps at most ``2**-AUTO_ROUNDING_MARGIN`` of the narrowest
-activation step, so rounding moves an accumulator by at most a quarter of a step (see
-:func:`auto_lsbs` and benchmarks/ROUNDING.md for the measurement behind it)."""
-
-
-LOOKUP_COST_MS = (4.3, 4.9, 6.6, 9.2, 20.8, 45.7, 112.6, 415.7)
-"""Wall time of one PBS at 1..8 bits on our 2-core machine (benchmarks/results/pbs_floor.json);
-only the ratios matter here."""
-
-ROUND_COST_MS_PER_BIT = 5.5
-"""Wall time of one removed bit of exact rounding, same units (benchmarks/results/
-rounding_cost.json: exact a→k rounding + k-bit lookup against the native k-bit lookup)."""
-
-
-def lookup_cost_ms(bits: int) -> float:
-    """One lookup at ``bits``; beyond 8 bits, ×4 per bit (the 7→8 step measured ×3.7)."""
-    if bits <= len(LOOKUP_COST_MS):
-        return LOOKUP_COST_MS[max(bits, 1) - 1]
-    return LOOKUP_COST_MS[-1] * 4.0 ** (bits - len(LOOKUP_COST_MS))
-
-
-def cheapest_lsbs(span_max: int, max_lsbs: int) -> int:
-    """Among 0..max_lsbs removed bits, the cheapest rounding + lookup (ties: fewer bits)."""
-
-    def cost(lsbs: int) -> float:
-        precision = bits_for(rounded_max(span_max, lsbs)) - lsbs
-        return lsbs * ROUND_COST_MS_PER_BIT + lookup_cost_ms(precision)
-
-    return min(range(max(max_lsbs, 0) + 1), key=cost)
-
-
-def check_rounding_threshold_bits(value):
-    """``None``, ``"auto"`` or an integer ≥ 1; ValueError otherwise."""
-    if value is None or (isinstance(value, str) and value == AUTO_ROUNDING):
-        return value
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise ValueError(
-            f"rounding_threshold_bits must be None, 'auto' or an integer >= 1, got {value!r}."
-        )
-    if value < 1:
-        raise ValueError(f"rounding_threshold_bits must be at least 1, got {value}.")
-    return int(value)
-
-
-def rounded_max(span_max, lsbs: int):
-    """Largest value ``round_bit_pattern`` (round half up) makes of ``0..span_max`` (an int or
-    an array of them)."""
-    unit = 1 << lsbs
-    return ((span_max + unit // 2) // unit) * unit
-
-
 def _activation_tables(x: Encrypted, quantizer: UniformQuantizer, n_values: int) -> np.ndarray:
     """``tables[j, v]``: feature j's quantized activation for stored accumulator value v."""
     values = np.arange(n_values)
@@ -119,58 +72,31 @@ def _activation_tables(x: Encrypted, quantizer: UniformQuantizer, n_values: int)
     return quantizer.quant(np.broadcast_to(view, (n_values, len(x.span)))).T
 
 
-def lsbs_for_threshold(span_max: int, threshold: int) -> int:
-    """Fewest low bits to remove from ``0..span_max`` so the rounded value fits ``threshold`` bits.
-
-    Rounding half up can carry into a new top bit (``2**b − 1`` rounds to ``2**b``), so the
-    first guess ``bits − threshold`` may leave one bit too many; then one more bit goes.
-    """
-    if threshold < 1:
-        raise ValueError(f"rounding_threshold_bits must be at least 1, got {threshold}.")
-    lsbs = max(bits_for(span_max) - threshold, 0)
-    while lsbs and bits_for(rounded_max(span_max, lsbs)) - lsbs > threshold:
-        lsbs += 1
-    return lsbs
-
-
-def auto_lsbs(tables: np.ndarray, spans: np.ndarray, margin: int | None = None) -> int:
-    """Low bits a layer can drop: ``2**lsbs`` ≤ its narrowest activation step / ``2**margin``.
-
-    ``tables[j, v]`` is neuron j's output for accumulator value v. An activation step is a run
-    of accumulator values with one output between two changes of the output (the first and
-    last runs, cut by the range's ends, do not count). Rounding to multiples of ``2**lsbs``
-    moves a value by at most ``2**(lsbs-1)``, so only values within ``2**-(margin+1)`` of a
-    step's width from one of its edges can change level, and by one level at most.
-    A layer whose neurons all have fewer than two changes keeps its full precision (nothing
-    tells how far it may round).
-    """
-    margin = AUTO_ROUNDING_MARGIN if margin is None else margin
-    narrowest = None
-    for row, span in zip(tables, spans):
-        changes = np.flatnonzero(np.diff(row[: int(span) + 1])) + 1
-        if len(changes) >= 2:
-            width = int(np.diff(changes).min())
-            narrowest = width if narrowest is None else min(narrowest, width)
-    if narrowest is None:
-        return 0
-    return max(int(np.floor(np.log2(narrowest))) - margin, 0)
-
-
 class ModuleBuilder:
-    """Collects the program steps, the input quantizer and the layer reports of one graph."""
+    """Collects the program steps, the input quantizer and the layer reports of one graph.
+
+    Each accumulator is rounded before its lookup by ``rounding_lsbs[i]`` bits for the i-th
+    linear layer, when the network trained with that rounding and says so, or by the bits
+    ``rounding_threshold_bits`` chooses from the certified ranges (post-training); not both.
+    """
 
     def __init__(
         self,
         post_training: PostTrainingOptions | None = None,
         rounding_threshold_bits: int | str | None = None,
+        rounding_lsbs: list[int] | None = None,
     ):
         self.post_training = post_training
         self.rounding_threshold_bits = check_rounding_threshold_bits(rounding_threshold_bits)
+        if rounding_lsbs is not None and rounding_threshold_bits is not None:
+            raise ValueError("Pass rounding_lsbs or rounding_threshold_bits, not both.")
+        self.rounding_lsbs = None if rounding_lsbs is None else [int(b) for b in rounding_lsbs]
         self.steps: list = []
         self.layers: list[LayerReport] = []
         self.input_quantizer: UniformQuantizer | None = None
         self.input_value: ClearInput | None = None
         self.graph_input_shape: tuple[int, ...] = ()
+        self._rounded_lookups = 0
 
     # -- steps emitted by the op classes -------------------------------------------------------
 
@@ -219,11 +145,12 @@ class ModuleBuilder:
             raise ValueError("Activation quantizers must have one scale for the whole tensor.")
         producer = x.producer
         lsbs = 0
-        if isinstance(producer, LinearStep) and self.rounding_threshold_bits is not None:
+        if isinstance(producer, LinearStep) and self._rounds:
             lsbs = self._choose_lsbs(x, quantizer)
+            x = self._align_for_rounding(x, lsbs)
         unit = 1 << lsbs
-        reachable_max = rounded_max(x.span, lsbs)
-        input_bits = bits_for(reachable_max.max())
+        reachable_max = round_accumulator(x.span, lsbs)
+        input_bits = max(bits_for(reachable_max.max()), lsbs + 1)
         if input_bits - lsbs > MAX_LOOKUP_BITS:
             raise ValueError(
                 f"A table lookup would read a {input_bits - lsbs}-bit accumulator; FHE supports "
@@ -248,16 +175,45 @@ class ModuleBuilder:
             report.lsbs_to_remove = lsbs
         return Encrypted.on_grid(quantizer, q_min, span, producer=step)
 
+    @property
+    def _rounds(self) -> bool:
+        return self.rounding_threshold_bits is not None or self.rounding_lsbs is not None
+
     def _choose_lsbs(self, x: Encrypted, quantizer: UniformQuantizer) -> int:
-        """Low bits to round away before the lookup on accumulator ``x``."""
-        span_max = int(x.span.max())
+        """Low bits to round away before the lookup on the last linear layer's accumulator."""
+        report = self.layers[-1]
+        lo, hi = report.accumulator_min, report.accumulator_max
+        if self.rounding_lsbs is not None:
+            index = self._rounded_lookups
+            self._rounded_lookups += 1
+            if index >= len(self.rounding_lsbs):
+                raise ValueError(
+                    f"rounding_lsbs has {len(self.rounding_lsbs)} entries; the graph has more "
+                    "linear layers followed by a lookup."
+                )
+            return self.rounding_lsbs[index]
         if self.rounding_threshold_bits == AUTO_ROUNDING:
+            span_max = int(x.span.max())
             tables = _activation_tables(x, quantizer, span_max + 1)
             # at most what the margin allows; within that, the cheapest. Rounding up may carry
             # into a new top bit: the cost accounts for it, the margin still holds.
             allowed = min(auto_lsbs(tables, x.span), bits_for(span_max) - 1)
-            return cheapest_lsbs(span_max, allowed)
-        return lsbs_for_threshold(span_max, self.rounding_threshold_bits)
+            return cheapest_lsbs(lo, hi, allowed)
+        return lsbs_for_threshold(lo, hi, self.rounding_threshold_bits)
+
+    def _align_for_rounding(self, x: Encrypted, lsbs: int) -> Encrypted:
+        """Store the accumulator minus a multiple of ``2**lsbs`` instead of minus its minimum,
+        so that rounding the stored value rounds the accumulator itself (see rounding.py)."""
+        if not lsbs:
+            return x
+        lo = self.layers[-1].accumulator_min
+        shift = lo - aligned_base(lo, lsbs)
+        producer = x.producer
+        producer.offset = producer.offset + shift
+        span = x.span + shift
+        producer.bit_width = max(producer.bit_width, bits_for(span.max()))
+        stages = (Affine(1.0, -shift), *x.stages)
+        return Encrypted(span, stages, None, producer=producer)
 
     def add_reshape(self, x: Encrypted, feature_shape: tuple[int, ...]) -> Encrypted:
         if x.grid is None:
@@ -316,6 +272,11 @@ class ModuleBuilder:
             inputs = [values[name] if name else None for name in node.input]
             values[node.output[0]] = op.apply(self, inputs, list(node.input), node.name)
         result = values[graph.output[0].name]
+        if self.rounding_lsbs is not None and self._rounded_lookups != len(self.rounding_lsbs):
+            raise ValueError(
+                f"rounding_lsbs has {len(self.rounding_lsbs)} entries for "
+                f"{self._rounded_lookups} linear layers followed by a lookup."
+            )
         if not isinstance(result, Encrypted):
             raise ValueError("The graph output does not depend on its input through any layer.")
         return result

@@ -82,10 +82,15 @@ class QuantizedModule:
         cls,
         model: onnx.ModelProto,
         post_training: PostTrainingOptions | None = None,
-        rounding_threshold_bits: int | None = None,
+        rounding_threshold_bits: int | str | None = None,
+        rounding_lsbs: list[int] | None = None,
     ) -> QuantizedModule:
-        """Translate an ONNX (or QONNX) graph; ``post_training`` quantizes a float graph."""
-        builder = ModuleBuilder(post_training, rounding_threshold_bits)
+        """Translate an ONNX (or QONNX) graph; ``post_training`` quantizes a float graph.
+
+        The rounding before each lookup is either chosen here (``rounding_threshold_bits``) or
+        the one the network trained with (``rounding_lsbs``, see ModuleBuilder).
+        """
+        builder = ModuleBuilder(post_training, rounding_threshold_bits, rounding_lsbs)
         output = builder.build(model, ONNX_OPS_TO_QUANTIZED_IMPL)
         if builder.input_quantizer is None:
             raise ValueError("The graph never quantizes its input.")

@@ -77,6 +77,7 @@ class FHEEstimatorMixin:
             params = {**MODULE_DEFAULTS, **params}
             params.setdefault("input_dim", self.n_features_in_)
             params.setdefault("n_outputs", self.n_outputs_)
+            params.setdefault("rounding_threshold_bits", self.rounding_threshold_bits)
         return params
 
     def __sklearn_is_fitted__(self):
@@ -112,10 +113,15 @@ class FHEEstimatorMixin:
 
     def _import_integer_model(self) -> None:
         """``quantized_module_`` from the trained network (Brevitas' scales; no data needed:
-        the export's sample row only gives the input shape)."""
+        the export's sample row only gives the input shape). A SparseQuantNeuralNetwork
+        trained with the rounding and brings it along; another module is rounded after
+        training."""
         sample = np.zeros((1, self.n_features_in_), dtype=np.float32)
+        trained_rounding = isinstance(self.module_, SparseQuantNeuralNetwork)
         self.quantized_module_ = build_brevitas_qat_model(
-            self.module_, sample, rounding_threshold_bits=self.rounding_threshold_bits
+            self.module_,
+            sample,
+            rounding_threshold_bits=None if trained_rounding else self.rounding_threshold_bits,
         )
 
     def fit(self, X, y, **fit_params):

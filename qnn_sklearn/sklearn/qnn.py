@@ -25,12 +25,12 @@ class NeuralNetClassifier(FHEEstimatorMixin, skorch.NeuralNetClassifier):
     random_state : int or None
         Seeds torch for the fit: the same seed gives the same model.
     rounding_threshold_bits : int, "auto" or None
-        Round every accumulator before its table lookup (``round_bit_pattern``, cheaper
-        bootstraps), in the clear model as in FHE. An integer keeps that many most significant
-        bits: each rounded lookup runs at exactly that precision. ``"auto"`` chooses per layer
-        from the trained tables: the rounding step is at most half the narrowest activation
-        step, so an accumulator never moves by more than a quarter of a step. None keeps the
-        exact accumulator. Invalid values raise ValueError in ``fit``.
+        Round every hidden accumulator before its table lookup (``round_bit_pattern``: cheaper
+        bootstraps), and train with that rounding: the network learns around it, and the
+        integer model, its simulation and FHE compute exactly what the trained network does.
+        An integer keeps that many most significant bits of each layer's certified range, so
+        each lookup runs at that precision at most; ``"auto"`` keeps ``n_a_bits + 1``. None
+        keeps the exact accumulators. Invalid values raise ValueError in ``fit``.
     **kwargs
         Any skorch ``NeuralNetClassifier`` argument.
     """

@@ -16,6 +16,13 @@ from brevitas import nn as qnn
 from torch import nn
 from torch.nn.utils import parametrize
 
+from ..quantization.rounding import (
+    AUTO_ROUNDING,
+    check_rounding_threshold_bits,
+    lsbs_for_threshold,
+    round_accumulator,
+)
+
 MAX_BITWIDTH_BACKWARD_COMPATIBLE = 8
 """Largest accumulator a seed-compatible model may certify (``n_accum_bits``'s usual cap)."""
 
@@ -33,6 +40,10 @@ INPUT_CALIBRATION_STEPS = 30
 Brevitas' default, 300, exceeds a whole fit on small sets (iris: 2 batches per epoch), which
 then never freezes the scale and trains on each batch's own percentile instead.
 """
+
+AUTO_ROUNDING_EXTRA_BITS = 1
+"""``rounding_threshold_bits="auto"`` keeps ``n_a_bits + AUTO_ROUNDING_EXTRA_BITS`` bits of
+each accumulator: one more bit than the activation grid it feeds has levels for."""
 
 _NON_NEGATIVE_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Sigmoid, nn.Softplus, nn.Hardsigmoid)
 
@@ -83,6 +94,12 @@ class SparseQuantNeuralNetwork(nn.Module):
     quant_signed : bool
         Signed input and activation grids. Activations that cannot be negative (ReLU,
         Sigmoid, ...) always get an unsigned grid: a sign bit would waste half the levels.
+    rounding_threshold_bits : int, "auto" or None
+        Train with every hidden accumulator rounded (half up) to a multiple of ``2**lsbs``
+        before its activation, ``lsbs`` the fewest low bits that leave each neuron's certified
+        range ``rounding_threshold_bits`` bits wide (``"auto"``: ``n_a_bits + 1``). The
+        integer model rounds the same bits (:meth:`rounding_lsbs`), so each lookup runs at
+        that precision and the trained network is the deployed one. None: exact accumulators.
     """
 
     def __init__(
@@ -98,6 +115,7 @@ class SparseQuantNeuralNetwork(nn.Module):
         activation_function=nn.ReLU,
         quant_narrow: bool = False,
         quant_signed: bool = True,
+        rounding_threshold_bits: int | str | None = None,
     ):
         super().__init__()
         for name in ("input_dim", "n_outputs", "n_hidden_neurons_multiplier"):
@@ -122,7 +140,12 @@ class SparseQuantNeuralNetwork(nn.Module):
             "activation_function": activation_function,
             "quant_narrow": quant_narrow,
             "quant_signed": quant_signed,
+            "rounding_threshold_bits": rounding_threshold_bits,
         }
+        rounding_threshold_bits = check_rounding_threshold_bits(rounding_threshold_bits)
+        if rounding_threshold_bits == AUTO_ROUNDING:
+            rounding_threshold_bits = n_a_bits + AUTO_ROUNDING_EXTRA_BITS
+        self.rounding_threshold_bits = rounding_threshold_bits
         self.n_w_bits, self.n_a_bits, self.n_accum_bits = n_w_bits, n_a_bits, n_accum_bits
         self.n_prune_neurons_percentage = n_prune_neurons_percentage
         self.quant_narrow = quant_narrow
@@ -162,9 +185,65 @@ class SparseQuantNeuralNetwork(nn.Module):
 
     def forward(self, x):
         x = self.input_quant(x)
-        for linear, activation, act_quant in zip(self.linears, self.activations, self.act_quants):
-            x = act_quant(activation(linear(x)))
+        for linear, activation, act_quant, x_range in zip(
+            self.linears, self.activations, self.act_quants, self._input_ranges()
+        ):
+            x = act_quant(activation(self._rounded_linear(linear, x, x_range)))
         return self.linears[-1](x)
+
+    # -- rounding ------------------------------------------------------------------------------
+
+    def _rounded_linear(self, linear, x, x_range: tuple[int, int]):
+        """``linear(x)``, its integer accumulator rounded as the integer model rounds it.
+
+        The accumulator is ``(y − bias) / (s_x · s_w)``. The rounding is straight-through:
+        the gradient is the unrounded layer's, so the weights learn to place their
+        accumulators where the coarse lookup sends them the right way.
+        """
+        y = linear(x)
+        if torch.onnx.is_in_onnx_export():
+            return y  # the exported graph is exact; the integer model rounds (rounding_lsbs)
+        lsbs = self._layer_lsbs(linear, x_range)
+        if not lsbs:
+            return y
+        with torch.no_grad():
+            unit = x.scale * linear.quant_weight().scale
+            accumulator = torch.round((y - linear.bias) / unit)
+            shift = (round_accumulator(accumulator, lsbs) - accumulator) * unit
+        return y + shift
+
+    def _layer_lsbs(self, linear, x_range: tuple[int, int]) -> int:
+        """Bits to round away from this layer's accumulator (0 without rounding)."""
+        if self.rounding_threshold_bits is None:
+            return 0
+        weight = self._integer_weight(linear).numpy()
+        lo, hi = x_range
+        acc_min = (weight.clip(min=0) * lo + weight.clip(max=0) * hi).sum(axis=1)
+        acc_max = (weight.clip(min=0) * hi + weight.clip(max=0) * lo).sum(axis=1)
+        return lsbs_for_threshold(acc_min, acc_max, self.rounding_threshold_bits)
+
+    def rounding_lsbs(self) -> list[int] | None:
+        """Bits each hidden layer rounds away, for the integer model; None without rounding.
+
+        Computed on the grids' full ranges. The integer model certifies ranges within these
+        (its lookups only produce what they can reach), so its lookups are never wider.
+        """
+        if self.rounding_threshold_bits is None:
+            return None
+        return [
+            self._layer_lsbs(linear, x_range)
+            for linear, x_range in zip(self.linears[:-1], self._input_ranges())
+        ]
+
+    def _input_ranges(self) -> list[tuple[int, int]]:
+        """Integer range ``(lo, hi)`` of each linear layer's input grid (a signed grid's is
+        taken symmetric, which contains it)."""
+        return [
+            (-max_abs if quantizer.act_quant.is_signed else 0, max_abs)
+            for quantizer, max_abs in zip(
+                (self.input_quant, *self.act_quants), self._max_abs_inputs()
+            )
+        ]
 
     # -- accumulator budget --------------------------------------------------------------------
 

@@ -61,16 +61,21 @@ def build_torch_model(
 def build_brevitas_qat_model(
     brevitas_model: torch.nn.Module,
     torch_inputset,
-    rounding_threshold_bits: int | None = None,
+    rounding_threshold_bits: int | str | None = None,
 ) -> QuantizedModule:
     """Import the integer model that a Brevitas network learned: its quantizers' scales, zero
     points and bit widths, so the integer model equals Brevitas' fake-quantized forward.
 
+    A network that rounds its accumulators while it trains (it has ``rounding_lsbs()``, like
+    SparseQuantNeuralNetwork) keeps exactly that rounding; ``rounding_threshold_bits`` then
+    must be None. Otherwise ``rounding_threshold_bits`` adds rounding after training.
     ``torch_inputset`` only fixes the input shape for the export; nothing is calibrated.
     """
     inputset = _as_numpy(torch_inputset)
+    trained_lsbs = getattr(brevitas_model, "rounding_lsbs", None)
+    rounding_lsbs = trained_lsbs() if trained_lsbs is not None else None
     model = export_brevitas_to_qonnx(brevitas_model, torch.as_tensor(inputset, dtype=torch.float32))
-    return QuantizedModule.from_onnx(model, None, rounding_threshold_bits)
+    return QuantizedModule.from_onnx(model, None, rounding_threshold_bits, rounding_lsbs)
 
 
 def compile_torch_model(

@@ -9,36 +9,55 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qnn_sklearn.quantization.builder import (
+from qnn_sklearn.quantization.program import bits_for
+from qnn_sklearn.quantization.rounding import (
+    aligned_base,
     auto_lsbs,
-    bits_for,
     cheapest_lsbs,
     check_rounding_threshold_bits,
+    lookup_precision,
     lsbs_for_threshold,
-    rounded_max,
+    round_accumulator,
 )
 from qnn_sklearn.torch import build_torch_model
 
 
 @settings(max_examples=300, deadline=None)
-@given(span_max=st.integers(0, 2**14), threshold=st.integers(1, 10))
-def test_lsbs_for_threshold_is_the_fewest_that_fit(span_max, threshold):
-    lsbs = lsbs_for_threshold(span_max, threshold)
-    assert bits_for(rounded_max(span_max, lsbs)) - lsbs <= threshold
+@given(
+    lo=st.integers(-(2**13), 2**13),
+    width=st.integers(0, 2**14),
+    threshold=st.integers(1, 10),
+)
+def test_lsbs_for_threshold_is_the_fewest_that_fit(lo, width, threshold):
+    """Every rounded accumulator of ``lo..hi``, stored above the aligned base, fits
+    ``threshold`` bits once the removed bits are gone; one bit fewer does not fit."""
+    hi = lo + width
+    lsbs = lsbs_for_threshold(np.array([lo]), np.array([hi]), threshold)
+    accumulators = np.arange(lo, hi + 1)
+    stored = round_accumulator(accumulators, lsbs) - aligned_base(lo, lsbs)
+    assert stored.min() >= 0
+    assert np.all(stored % (1 << lsbs) == 0)
+    assert bits_for(stored.max() >> lsbs) <= threshold
     if lsbs:
         fewer = lsbs - 1
-        assert bits_for(rounded_max(span_max, fewer)) - fewer > threshold
-    # rounding itself agrees with round half up
-    values = np.arange(span_max + 1)
-    unit = 1 << lsbs
-    assert ((values + unit // 2) // unit * unit).max() == rounded_max(span_max, lsbs)
+        stored = round_accumulator(accumulators, fewer) - aligned_base(lo, fewer)
+        assert bits_for(stored.max() >> fewer) > threshold
+
+
+def test_rounding_is_half_up_to_multiples_whatever_the_sign():
+    accumulators = np.array([-6, -5, -3, -2, -1, 0, 1, 2, 5, 6])
+    assert round_accumulator(accumulators, 2).tolist() == [-4, -4, -4, 0, 0, 0, 0, 4, 4, 8]
+    assert aligned_base(np.array([-5, -4, 3]), 2).tolist() == [-8, -4, 0]
 
 
 def test_rounding_headroom_takes_one_more_bit():
     # 255 rounded to multiples of 4 is 256: 9 bits, a 7-bit lookup; dropping 3 bits gives 6
-    assert lsbs_for_threshold(255, 6) == 3
-    assert lsbs_for_threshold(200, 6) == 2  # 200 → 200: 8 bits − 2 = 6
-    assert lsbs_for_threshold(40, 6) == 0
+    assert lsbs_for_threshold(0, 255, 6) == 3
+    assert lsbs_for_threshold(0, 200, 6) == 2  # 200 → 200: 8 bits − 2 = 6
+    assert lsbs_for_threshold(0, 40, 6) == 0
+    # the widest neuron decides; an unaligned minimum widens the stored range
+    assert lookup_precision(np.array([0, 0]), np.array([40, 200]), 2) == 6
+    assert lookup_precision(np.array([-3]), np.array([252]), 2) == 7  # stored from -4 to 252
 
 
 def test_auto_lsbs_from_the_narrowest_step():
@@ -55,13 +74,13 @@ def test_auto_lsbs_from_the_narrowest_step():
 
 def test_cheapest_lsbs_trades_rounding_bits_for_lookup_precision():
     # a 7-bit accumulator: 3 removed bits and a 4-bit lookup beat both extremes
-    assert cheapest_lsbs(120, 7) == 3
-    assert cheapest_lsbs(120, 1) == 1  # capped by what accuracy allows
-    assert cheapest_lsbs(120, 0) == 0
+    assert cheapest_lsbs(0, 120, 7) == 3
+    assert cheapest_lsbs(0, 120, 1) == 1  # capped by what accuracy allows
+    assert cheapest_lsbs(0, 120, 0) == 0
     # 127 rounds up to 128 unless 4 bits go: a 1-bit rounding would buy nothing
-    assert cheapest_lsbs(127, 1) == 0
-    assert cheapest_lsbs(127, 7) == 4
-    assert cheapest_lsbs(5, 2) == 0  # a 3-bit lookup is already cheap
+    assert cheapest_lsbs(0, 127, 1) == 0
+    assert cheapest_lsbs(0, 127, 7) == 4
+    assert cheapest_lsbs(0, 5, 2) == 0  # a 3-bit lookup is already cheap
 
 
 @pytest.mark.parametrize("value", [0, -1, 2.5, "six", True])

@@ -7,6 +7,7 @@ import pickle
 import numpy as np
 import pandas as pd
 import pytest
+from concrete import fhe
 from sklearn.base import clone
 from sklearn.datasets import make_regression
 from sklearn.exceptions import NotFittedError
@@ -180,3 +181,38 @@ class TestErrors:
     def test_invalid_fhe_mode(self, iris_classifier):
         with pytest.raises(ValueError, match="fhe must be one of"):
             iris_classifier.predict(np.zeros((1, 4)), fhe="gpu")
+
+
+def test_trained_rounding_is_what_fhe_computes(iris_split, tmp_path):
+    """With rounding_threshold_bits the network trains with the rounding: its Brevitas forward,
+    the integer model, simulation (on extreme inputs too) and FHE give the same answers, and
+    every lookup is at most that wide."""
+    X_train, X_test, y_train, _ = iris_split
+    model = NeuralNetClassifier(
+        module__n_layers=2,
+        module__n_hidden_neurons_multiplier=2,
+        rounding_threshold_bits=3,
+        max_epochs=40,
+        lr=0.02,
+        random_state=0,
+    ).fit(X_train, y_train)
+    assert model.module_.rounding_threshold_bits == 3
+    layers = model.fhe_report()["layers"]
+    assert layers[0]["lsbs_to_remove"] > 0 and layers[0]["pbs_precision"] <= 3
+    torch_labels = model.forward(X_test.astype(np.float32)).argmax(1).numpy()
+    np.testing.assert_array_equal(torch_labels, model.predict_proba(X_test).argmax(1))
+
+    configuration = fhe.Configuration(
+        enable_unsafe_features=True,
+        use_insecure_key_cache=True,
+        insecure_key_cache_location=str(tmp_path),
+    )
+    model.compile(X_train, configuration=configuration)
+    X_extreme = np.random.default_rng(0).normal(size=(300, 4)) * 100
+    np.testing.assert_array_equal(
+        model.predict(X_extreme, fhe="simulate"), model.predict(X_extreme)
+    )
+    rows = np.concatenate([X_test[:1], X_extreme[:1]])
+    np.testing.assert_array_equal(
+        model.predict_proba(rows, fhe="execute"), model.predict_proba(rows)
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -133,3 +134,68 @@ def test_copy_while_pruning_keeps_masks():
         with torch.no_grad():
             assert torch.equal(module(x), copied(x))
         copied.make_pruning_permanent()
+
+
+def _trained_network(seed: int, **kwargs) -> tuple[SparseQuantNeuralNetwork, torch.Tensor]:
+    """A 12-input network after a few pruned training steps, permanent and in eval mode."""
+    torch.manual_seed(seed)
+    module = SparseQuantNeuralNetwork(12, 3, 3, n_hidden_neurons_multiplier=4, **kwargs)
+    x = torch.randn(256, 12)
+    module.enable_pruning()
+    optimizer = torch.optim.Adam(module.parameters(), lr=0.05)
+    for _ in range(5):
+        optimizer.zero_grad()
+        module(x).square().mean().backward()
+        optimizer.step()
+        module.enforce_budget()
+    module.make_pruning_permanent()
+    return module.eval(), x
+
+
+@settings(max_examples=6, deadline=None)
+@given(
+    threshold=st.integers(2, 5),
+    n_accum_bits=st.integers(7, 10),
+    activation=st.sampled_from([torch.nn.ReLU, torch.nn.Tanh]),
+    seed=st.integers(0, 10_000),
+)
+def test_trained_rounding_is_the_integer_models(threshold, n_accum_bits, activation, seed):
+    """The network rounds its accumulators as the integer model does: same outputs, and
+    lookups at most ``threshold`` bits wide."""
+    module, x = _trained_network(
+        seed,
+        n_accum_bits=n_accum_bits,
+        activation_function=activation,
+        rounding_threshold_bits=threshold,
+    )
+    lsbs = module.rounding_lsbs()
+    integer_model = build_brevitas_qat_model(module, x.numpy())
+    reports = integer_model.bitwidth_report()
+    assert [report["lsbs_to_remove"] for report in reports[:-1]] == lsbs
+    assert all(report["pbs_precision"] <= threshold for report in reports[:-1])
+    rows = torch.cat([x, 30 * torch.randn(256, 12)])  # also far outside the training range
+    with torch.no_grad():
+        np.testing.assert_allclose(integer_model.forward(rows.numpy()), module(rows), atol=1e-4)
+
+
+def test_trained_rounding_changes_the_network():
+    module, x = _trained_network(0, n_accum_bits=8, rounding_threshold_bits=3)
+    assert all(lsbs > 0 for lsbs in module.rounding_lsbs())
+    with torch.no_grad():
+        rounded = module(x)
+        module.rounding_threshold_bits = None
+        assert not torch.allclose(module(x), rounded, atol=1e-4)
+
+
+def test_trained_rounding_and_a_post_training_threshold_conflict():
+    module, x = _trained_network(0, rounding_threshold_bits=4)
+    assert module.rounding_lsbs() and any(module.rounding_lsbs())
+    with pytest.raises(ValueError, match="not both"):
+        build_brevitas_qat_model(module, x.numpy(), rounding_threshold_bits=4)
+
+
+def test_auto_rounding_keeps_one_bit_more_than_the_activations():
+    module = SparseQuantNeuralNetwork(12, 3, 3, n_a_bits=3, rounding_threshold_bits="auto")
+    assert module.rounding_threshold_bits == 4
+    with pytest.raises(ValueError, match="rounding_threshold_bits"):
+        SparseQuantNeuralNetwork(12, 3, 3, rounding_threshold_bits=0)

@@ -1,0 +1,126 @@
+"""Rounding an accumulator before its table lookup: which low bits go, and what that costs.
+
+An accumulator ``acc`` (the signed integer ``Σ w_q · x_q`` of one neuron) is rounded to
+``round_half_up(acc / 2**lsbs) · 2**lsbs``: to a multiple of ``2**lsbs``, whatever the neuron's
+range. The circuit stores ``acc − base`` with ``base`` a multiple of ``2**lsbs`` (see
+:func:`aligned_base`), so concrete-python's ``round_bit_pattern`` on the stored value is that
+same rounding. Defined this way, the rounding is a function of the accumulator alone: a
+network can train with it (``SparseQuantNeuralNetwork``) and the integer model reproduces it
+exactly, even though the two certify different ranges.
+
+Ranges are given per neuron as the certified ``lo ≤ acc ≤ hi`` (numpy integer arrays).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .program import bits_for
+
+AUTO_ROUNDING = "auto"
+"""``rounding_threshold_bits="auto"``. In the integer-model builders (post-training) it
+chooses the kept bits of each layer from its tables (:func:`auto_lsbs`, then the cheapest
+within that, :func:`cheapest_lsbs`); in a ``SparseQuantNeuralNetwork`` it trains with
+``n_a_bits + 1`` kept bits."""
+
+AUTO_ROUNDING_MARGIN = 1
+"""Post-training ``"auto"`` keeps rounding steps at most ``2**-AUTO_ROUNDING_MARGIN`` of the
+narrowest activation step, so rounding moves an accumulator by at most a quarter of a step
+(see :func:`auto_lsbs` and benchmarks/ROUNDING.md for the measurement behind it)."""
+
+LOOKUP_COST_MS = (4.3, 4.9, 6.6, 9.2, 20.8, 45.7, 112.6, 415.7)
+"""Wall time of one PBS at 1..8 bits on our 2-core machine (benchmarks/results/pbs_floor.json);
+only the ratios matter here."""
+
+ROUND_COST_MS_PER_BIT = 5.5
+"""Wall time of one removed bit of exact rounding, same units (benchmarks/results/
+rounding_cost.json: exact a→k rounding + k-bit lookup against the native k-bit lookup)."""
+
+
+def check_rounding_threshold_bits(value):
+    """``None``, ``"auto"`` or an integer ≥ 1; ValueError otherwise."""
+    if value is None or (isinstance(value, str) and value == AUTO_ROUNDING):
+        return value
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ValueError(
+            f"rounding_threshold_bits must be None, 'auto' or an integer >= 1, got {value!r}."
+        )
+    if value < 1:
+        raise ValueError(f"rounding_threshold_bits must be at least 1, got {value}.")
+    return int(value)
+
+
+def round_accumulator(acc, lsbs: int):
+    """``acc`` rounded half up to a multiple of ``2**lsbs`` (integer arrays or tensors)."""
+    if not lsbs:
+        return acc
+    unit = 1 << lsbs
+    return ((acc + unit // 2) // unit) * unit
+
+
+def aligned_base(lo, lsbs: int) -> np.ndarray:
+    """The largest multiple of ``2**lsbs`` at or below ``lo``: what the circuit subtracts."""
+    return (np.asarray(lo, dtype=np.int64) >> lsbs) << lsbs
+
+
+def rounded_span(lo, hi, lsbs: int) -> np.ndarray:
+    """Largest stored value after rounding: ``round(hi) − aligned_base(lo)``, per neuron."""
+    return round_accumulator(np.asarray(hi, dtype=np.int64), lsbs) - aligned_base(lo, lsbs)
+
+
+def lookup_precision(lo, hi, lsbs: int) -> int:
+    """Bits the lookup reads once ``lsbs`` bits are rounded away (the widest neuron)."""
+    return bits_for(int(rounded_span(lo, hi, lsbs).max()) >> lsbs)
+
+
+def lsbs_for_threshold(lo, hi, threshold: int) -> int:
+    """Fewest low bits to round away so that every neuron's lookup reads ``threshold`` bits.
+
+    Rounding half up can carry into a new top bit (``2**b − 1`` rounds to ``2**b``), so the
+    fewest bits are not always ``bits − threshold``; they are searched.
+    """
+    if threshold < 1:
+        raise ValueError(f"rounding_threshold_bits must be at least 1, got {threshold}.")
+    lsbs = 0
+    while lookup_precision(lo, hi, lsbs) > threshold:
+        lsbs += 1
+    return lsbs
+
+
+def lookup_cost_ms(bits: int) -> float:
+    """One lookup at ``bits``; beyond 8 bits, ×4 per bit (the 7→8 step measured ×3.7)."""
+    if bits <= len(LOOKUP_COST_MS):
+        return LOOKUP_COST_MS[max(bits, 1) - 1]
+    return LOOKUP_COST_MS[-1] * 4.0 ** (bits - len(LOOKUP_COST_MS))
+
+
+def cheapest_lsbs(lo, hi, max_lsbs: int) -> int:
+    """Among 0..max_lsbs removed bits, the cheapest rounding + lookup (ties: fewer bits)."""
+
+    def cost(lsbs: int) -> float:
+        return lsbs * ROUND_COST_MS_PER_BIT + lookup_cost_ms(lookup_precision(lo, hi, lsbs))
+
+    return min(range(max(max_lsbs, 0) + 1), key=cost)
+
+
+def auto_lsbs(tables: np.ndarray, spans: np.ndarray, margin: int | None = None) -> int:
+    """Low bits a layer can drop: ``2**lsbs`` ≤ its narrowest activation step / ``2**margin``.
+
+    ``tables[j, v]`` is neuron j's output for accumulator value v. An activation step is a run
+    of accumulator values with one output between two changes of the output (the first and
+    last runs, cut by the range's ends, do not count). Rounding to multiples of ``2**lsbs``
+    moves a value by at most ``2**(lsbs-1)``, so only values within ``2**-(margin+1)`` of a
+    step's width from one of its edges can change level, and by one level at most.
+    A layer whose neurons all have fewer than two changes keeps its full precision (nothing
+    tells how far it may round).
+    """
+    margin = AUTO_ROUNDING_MARGIN if margin is None else margin
+    narrowest = None
+    for row, span in zip(tables, spans):
+        changes = np.flatnonzero(np.diff(row[: int(span) + 1])) + 1
+        if len(changes) >= 2:
+            width = int(np.diff(changes).min())
+            narrowest = width if narrowest is None else min(narrowest, width)
+    if narrowest is None:
+        return 0
+    return max(int(np.floor(np.log2(narrowest))) - margin, 0)
