@@ -114,7 +114,7 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, nargs="+", default=[8, 16, 100])
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--plot-hidden", type=int, default=16, help="width to plot")
-    parser.add_argument("--rounding", type=int, default=6, help="rounding bits of the plotted net")
+    parser.add_argument("--rounding", type=int, default=4, help="rounding bits of the plotted net")
     parser.add_argument("--grid", type=int, default=60, help="plot grid points per axis")
     parser.add_argument("--fhe-points", type=int, default=4, help="real FHE points on the plot")
     args = parser.parse_args()
@@ -175,18 +175,14 @@ def main() -> None:
     print()
     print_table(args.hidden, cells)
     if args.plot_hidden in args.hidden:
-        plot(models, args, X_train, X_test, y_test)
+        plot(models, args, X_train, y_train, X_test, y_test)
 
 
-def plot(models, args, X_train, X_test, y_test) -> None:
-    """Decision boundaries: fp32, integer model, FHE simulation (+ real FHE points)."""
-    from qnn_sklearn.torch import build_brevitas_qat_model
-
+def plot(models, args, X_train, y_train, X_test, y_test) -> None:
+    """Decision boundaries: fp32, integer model, FHE simulation (+ real FHE points), for the
+    pruned network retrained with its accumulators rounded to ``--rounding`` bits."""
     fp32 = models[(args.plot_hidden, "fp32")]
-    qat = models[(args.plot_hidden, 8)]
-    qat.quantized_module_ = build_brevitas_qat_model(
-        qat.module_, X_train[:1], rounding_threshold_bits=args.rounding
-    )
+    qat = train_qat(args.plot_hidden, X_train, y_train, args.epochs, 8, rounding=args.rounding)
     start = time.perf_counter()
     circuit = qat.compile(X_train)
     print(

@@ -29,13 +29,14 @@ class NeuralNetClassifier(FHEEstimatorMixin, skorch.NeuralNetClassifier):
         bootstraps), and train with that rounding: the network learns around it, and the
         integer model, its simulation and FHE compute exactly what the trained network does.
         An integer keeps that many most significant bits of each layer's certified range, so
-        each lookup runs at that precision at most; ``"auto"`` keeps ``n_a_bits + 1``. None
-        keeps the exact accumulators. Invalid values raise ValueError in ``fit``.
+        each lookup runs at that precision at most; ``"auto"`` (the default) keeps
+        ``n_a_bits + 1``. None keeps the exact accumulators (the seed's behaviour). Invalid
+        values raise ValueError in ``fit``.
     **kwargs
         Any skorch ``NeuralNetClassifier`` argument.
     """
 
-    def __init__(self, random_state=None, rounding_threshold_bits=None, **kwargs):
+    def __init__(self, random_state=None, rounding_threshold_bits="auto", **kwargs):
         kwargs = estimator_defaults(torch.nn.CrossEntropyLoss, kwargs)
         super().__init__(**kwargs)
         self._replace_torch_compile()
@@ -73,7 +74,7 @@ class NeuralNetRegressor(FHEEstimatorMixin, skorch.NeuralNetRegressor):
     See :class:`NeuralNetClassifier` for the parameters.
     """
 
-    def __init__(self, random_state=None, rounding_threshold_bits=None, **kwargs):
+    def __init__(self, random_state=None, rounding_threshold_bits="auto", **kwargs):
         kwargs = estimator_defaults(torch.nn.MSELoss, kwargs)
         super().__init__(**kwargs)
         self._replace_torch_compile()

@@ -45,8 +45,10 @@ def test_hands_back_the_lowest_training_loss_within_budget(iris_split):
     assert record.over_budget == [0] * epochs
     losses = record.losses
     assert len(set(losses)) > 1  # the loss did move, so there was a choice
-    # after the last refresh (epoch 10 of 20), training went on from the best state so far
-    assert np.isclose(losses[epochs // 2 - 1], min(losses[: epochs // 2]), rtol=1e-6)
+    # the last refresh is at the end of epoch 9 of 20 (the 10th would reach half the epochs);
+    # training goes on from the best state so far, whose loss the recorder measures there
+    last_refresh = epochs // 2 - 1
+    assert np.isclose(losses[last_refresh - 1], min(losses[:last_refresh]), rtol=1e-6)
     # the permanent network (dead neurons dropped) computes what the best state computed
     final_logits = model.forward(X_train.astype(np.float32))
     targets = torch.as_tensor(np.searchsorted(model.classes_, y_train))
