@@ -8,8 +8,9 @@ On Concrete ML's checkerboard (DESIGN.md §5) we train, for several hidden width
   8-bit accumulator (``n_accum_bits=8``) and without it (``n_accum_bits=32``).
 
 It prints the seed's table (accuracy, mean and max certified accumulator bits over the layers)
-and saves the decision boundaries of the fp32 net, the integer model and its FHE simulation
-(with a few real FHE points) to ``examples/output/checkerboard.png``.
+and saves the decision boundaries of the fp32 net, an 8-bit-accumulator network retrained with
+its accumulators rounded to ``--rounding`` bits, and that network's FHE simulation (with a few
+real FHE points) to ``examples/output/checkerboard.png``.
 
 Usage: ``python examples/checkerboard.py [--hidden 8 16 100] [--epochs 100] [--fhe-points 4]``
 """

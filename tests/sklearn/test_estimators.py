@@ -7,7 +7,6 @@ import pickle
 import numpy as np
 import pandas as pd
 import pytest
-from concrete import fhe
 from sklearn.base import clone
 from sklearn.datasets import make_regression
 from sklearn.exceptions import NotFittedError
@@ -186,7 +185,7 @@ class TestErrors:
             iris_classifier.predict(np.zeros((1, 4)), fhe="gpu")
 
 
-def test_trained_rounding_is_what_fhe_computes(iris_split, tmp_path):
+def test_trained_rounding_is_what_fhe_computes(iris_split, insecure_fhe_configuration):
     """With rounding_threshold_bits the network trains with the rounding: its Brevitas forward,
     the integer model, simulation (on extreme inputs too) and FHE give the same answers, and
     every lookup is at most that wide."""
@@ -205,12 +204,7 @@ def test_trained_rounding_is_what_fhe_computes(iris_split, tmp_path):
     torch_labels = model.forward(X_test.astype(np.float32)).argmax(1).numpy()
     np.testing.assert_array_equal(torch_labels, model.predict_proba(X_test).argmax(1))
 
-    configuration = fhe.Configuration(
-        enable_unsafe_features=True,
-        use_insecure_key_cache=True,
-        insecure_key_cache_location=str(tmp_path),
-    )
-    model.compile(X_train, configuration=configuration)
+    model.compile(X_train, configuration=insecure_fhe_configuration)
     X_extreme = np.random.default_rng(0).normal(size=(300, 4)) * 100
     np.testing.assert_array_equal(
         model.predict(X_extreme, fhe="simulate"), model.predict(X_extreme)

@@ -66,6 +66,18 @@ def test_max_active_neurons_is_the_worst_case(n_w_bits, n_a_bits, n_accum_bits, 
     assert expected * max_w * max(input_max, hidden_max) <= budget
 
 
+def _train_pruned(module: SparseQuantNeuralNetwork, x: torch.Tensor, after_step) -> None:
+    """Five Adam steps on ``x`` with pruning on, ``after_step()`` after each; then permanent."""
+    module.enable_pruning()
+    optimizer = torch.optim.Adam(module.parameters(), lr=0.05)
+    for _ in range(5):
+        optimizer.zero_grad()
+        module(x).square().mean().backward()
+        optimizer.step()
+        after_step()
+    module.make_pruning_permanent()
+
+
 @settings(max_examples=6, deadline=None)
 @given(
     n_w_bits=st.integers(2, 4),
@@ -88,14 +100,7 @@ def test_pruning_bounds_every_neuron(n_w_bits, n_a_bits, n_accum_bits, prune, se
         n_prune_neurons_percentage=prune,
     )
     x = torch.randn(64, 12)
-    module.enable_pruning()
-    optimizer = torch.optim.Adam(module.parameters(), lr=0.05)
-    for _ in range(5):
-        optimizer.zero_grad()
-        module(x).square().mean().backward()
-        optimizer.step()
-        module.refresh_pruning()
-    module.make_pruning_permanent()
+    _train_pruned(module, x, after_step=module.refresh_pruning)
 
     budget = 2 ** (n_accum_bits - 1) - 1
     # a signed input grid is narrow; activations after ReLU are unsigned
@@ -141,14 +146,7 @@ def _trained_network(seed: int, **kwargs) -> tuple[SparseQuantNeuralNetwork, tor
     torch.manual_seed(seed)
     module = SparseQuantNeuralNetwork(12, 3, 3, n_hidden_neurons_multiplier=4, **kwargs)
     x = torch.randn(256, 12)
-    module.enable_pruning()
-    optimizer = torch.optim.Adam(module.parameters(), lr=0.05)
-    for _ in range(5):
-        optimizer.zero_grad()
-        module(x).square().mean().backward()
-        optimizer.step()
-        module.enforce_budget()
-    module.make_pruning_permanent()
+    _train_pruned(module, x, after_step=module.enforce_budget)
     return module.eval(), x
 
 
