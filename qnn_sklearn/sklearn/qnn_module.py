@@ -201,22 +201,21 @@ class SparseQuantNeuralNetwork(nn.Module):
         accumulators where the coarse lookup sends them the right way.
         """
         y = linear(x)
-        if torch.onnx.is_in_onnx_export():
+        if self.rounding_threshold_bits is None or torch.onnx.is_in_onnx_export():
             return y  # the exported graph is exact; the integer model rounds (rounding_lsbs)
-        lsbs = self._layer_lsbs(linear, x_range)
-        if not lsbs:
-            return y
         with torch.no_grad():
-            unit = x.scale * linear.quant_weight().scale
+            weight = linear.quant_weight()
+            lsbs = self._lsbs(weight.int().to(torch.int64), x_range)
+            if not lsbs:
+                return y
+            unit = x.scale * weight.scale
             accumulator = torch.round((y - linear.bias) / unit)
             shift = (round_accumulator(accumulator, lsbs) - accumulator) * unit
         return y + shift
 
-    def _layer_lsbs(self, linear, x_range: tuple[int, int]) -> int:
-        """Bits to round away from this layer's accumulator (0 without rounding)."""
-        if self.rounding_threshold_bits is None:
-            return 0
-        weight = self._integer_weight(linear).numpy()
+    def _lsbs(self, integer_weight: torch.Tensor, x_range: tuple[int, int]) -> int:
+        """Bits to round away from the accumulator of these weights on inputs in ``x_range``."""
+        weight = integer_weight.numpy()
         lo, hi = x_range
         acc_min = (weight.clip(min=0) * lo + weight.clip(max=0) * hi).sum(axis=1)
         acc_max = (weight.clip(min=0) * hi + weight.clip(max=0) * lo).sum(axis=1)
@@ -231,7 +230,7 @@ class SparseQuantNeuralNetwork(nn.Module):
         if self.rounding_threshold_bits is None:
             return None
         return [
-            self._layer_lsbs(linear, x_range)
+            self._lsbs(self._integer_weight(linear), x_range)
             for linear, x_range in zip(self.linears[:-1], self._input_ranges())
         ]
 
