@@ -12,7 +12,7 @@ Usage::
         --bits 3,3,8 4,4,10 --rounding none auto auto:0 8 7 6 5 4 3 [--compile]
 
 ``auto`` is ``rounding_threshold_bits="auto"``; ``auto:m`` the same rule with margin m
-(``builder.AUTO_ROUNDING_MARGIN``).
+(``qnn_sklearn.quantization.rounding.AUTO_ROUNDING_MARGIN``).
 
 Writes ``benchmarks/results/rounding_sweep.json`` (merged by task, bits, training settings and
 rounding) and ``benchmarks/results/ROUNDING.md``, whose floors are recomputed from the current
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qnn_sklearn.quantization import builder
+from qnn_sklearn.quantization import rounding as rounding_module
 from qnn_sklearn.torch import build_brevitas_qat_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -93,12 +93,12 @@ def sweep(
         setting, margin = rounding, None
         if isinstance(rounding, str) and rounding.startswith("auto:"):
             setting, margin = "auto", int(rounding.split(":")[1])
-        saved = builder.AUTO_ROUNDING_MARGIN
-        builder.AUTO_ROUNDING_MARGIN = saved if margin is None else margin
+        saved = rounding_module.AUTO_ROUNDING_MARGIN
+        rounding_module.AUTO_ROUNDING_MARGIN = saved if margin is None else margin
         try:
             module = build_brevitas_qat_model(model.module_, X_train[:1], setting)
         finally:
-            builder.AUTO_ROUNDING_MARGIN = saved
+            rounding_module.AUTO_ROUNDING_MARGIN = saved
         model.quantized_module_ = module
         prediction = model.predict(X_test)
         layers = module.bitwidth_report()

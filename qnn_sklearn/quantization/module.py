@@ -334,8 +334,3 @@ def _execute_in_threads(circuit, rows: np.ndarray):
 
     with ThreadPoolExecutor(max_workers=max(1, min(FHE_THREADS, len(rows)))) as pool:
         yield from pool.map(execute, rows)
-
-
-def _one_row(output, progress) -> np.ndarray:
-    progress.update()
-    return np.asarray(output).reshape(1, -1)
