@@ -50,7 +50,9 @@ def floor_estimate(pbs: list[dict], floor: dict, round_s: float) -> float:
     return floor_seconds(pbs, {**floor, "round": round_s})
 
 
-def candidates(task_name, layers, multiplier, bits, rounding, min_steps, lr, seeds, data, costs):
+def candidates(
+    task_name, layers, multiplier, bits, rounding, min_steps, lr, seeds, data, costs, signed=True
+):
     """Train the candidate once per seed (the rounding is trained with); one row, whose
     validation metric is the mean over the seeds."""
     task = TASKS[task_name]
@@ -66,6 +68,7 @@ def candidates(task_name, layers, multiplier, bits, rounding, min_steps, lr, see
         "lr": lr,
         "batch_size": 64,
         "rounding_threshold_bits": rounding,
+        "module__quant_signed": signed,
     }
     start = time.perf_counter()
     val_metrics, test_metrics, costliest = [], [], None
@@ -84,6 +87,7 @@ def candidates(task_name, layers, multiplier, bits, rounding, min_steps, lr, see
         "multiplier": multiplier,
         "bits": list(bits),
         "rounding": rounding,
+        "input_signed": signed,
         "epochs": epochs,
         "lr": lr,
         "seeds": list(seeds),
@@ -118,6 +122,11 @@ def main() -> None:
     parser.add_argument(
         "--seeds", nargs="+", type=int, default=[0], help="random_state values; val is the mean"
     )
+    parser.add_argument(
+        "--unsigned-input",
+        action="store_true",
+        help="unsigned input and activation grids (module__quant_signed=False)",
+    )
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (small nets)")
     args = parser.parse_args()
@@ -148,6 +157,7 @@ def main() -> None:
                         args.seeds,
                         sets,
                         costs,
+                        signed=not args.unsigned_input,
                     )
                 except ValueError as error:  # e.g. an accumulator budget too small
                     print(f"{task_name} L={layers} m={mult} bits={bits}: skipped: {error}")
@@ -156,7 +166,8 @@ def main() -> None:
                 _merge_write(mine)
                 print(
                     f"{task_name:>16} L={layers} m={mult} bits={bits} "
-                    f"round={row['rounding']!s:>4} ep={row['epochs']} lr={lr:g}: val "
+                    f"round={row['rounding']!s:>4} signed={row['input_signed']} "
+                    f"ep={row['epochs']} lr={lr:g}: val "
                     f"{row['val_metric']:.3f} test {row['test_metric']:.3f} "
                     f"{pbs_text(row['pbs'])} floor {row['floor_s']:.2f}s "
                     f"({row['train_s']:.0f}s per seed)",
@@ -190,7 +201,8 @@ def write_markdown(data: dict, round_s: float) -> None:
         "the test split (information only). *floor* is the "
         "estimated FHE latency: Σ lookups × one PBS at their precision from `pbs_floor.json`, "
         f"plus {1e3 * round_s:.1f} ms per removed bit of exact rounding (`rounding_cost.json`). "
-        "bits = weights/activations/n_accum_bits. The selected row (cheapest reaching the "
+        "bits = weights/activations/n_accum_bits; *signed*: signed input and activation grids "
+        "(`module__quant_signed`). The selected row (cheapest reaching the "
         "target on val; if none does, the best val) is in bold.",
         "",
     ]
@@ -201,9 +213,9 @@ def write_markdown(data: dict, round_s: float) -> None:
         lines += [
             f"## {task} (target {target[0]} / {target[1]} s)",
             "",
-            "| layers | mult | hidden | bits | rounding | epochs | lr | seeds | val | val per seed "
-            "| test | PBS | floor s |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "| layers | mult | hidden | bits | signed | rounding | epochs | lr | seeds | val "
+            "| val per seed | test | PBS | floor s |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in rows:
             cells = [
@@ -211,6 +223,7 @@ def write_markdown(data: dict, round_s: float) -> None:
                 r["multiplier"],
                 "/".join(map(str, r["hidden"])) or "–",
                 "/".join(map(str, r["bits"])),
+                "yes" if r.get("input_signed", True) else "no",
                 r["rounding"] if r["rounding"] is not None else "none",
                 r["epochs"],
                 f"{r['lr']:g}",
@@ -250,6 +263,7 @@ def _key(row: dict) -> tuple:
         row["epochs"],
         row["lr"],
         tuple(row.get("seeds", [0])),
+        row.get("input_signed", True),
     )
 
 
