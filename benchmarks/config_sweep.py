@@ -51,7 +51,18 @@ def floor_estimate(pbs: list[dict], floor: dict, round_s: float) -> float:
 
 
 def candidates(
-    task_name, layers, multiplier, bits, rounding, min_steps, lr, seeds, data, costs, signed=True
+    task_name,
+    layers,
+    multiplier,
+    bits,
+    rounding,
+    min_steps,
+    lr,
+    seeds,
+    data,
+    costs,
+    signed=True,
+    prune_neurons=0.0,
 ):
     """Train the candidate once per seed (the rounding is trained with); one row, whose
     validation metric is the mean over the seeds."""
@@ -69,6 +80,7 @@ def candidates(
         "batch_size": 64,
         "rounding_threshold_bits": rounding,
         "module__quant_signed": signed,
+        "module__n_prune_neurons_percentage": prune_neurons,
     }
     start = time.perf_counter()
     val_metrics, test_metrics, costliest = [], [], None
@@ -88,6 +100,7 @@ def candidates(
         "bits": list(bits),
         "rounding": rounding,
         "input_signed": signed,
+        "prune_neurons": prune_neurons,
         "epochs": epochs,
         "lr": lr,
         "seeds": list(seeds),
@@ -127,6 +140,13 @@ def main() -> None:
         action="store_true",
         help="unsigned input and activation grids (module__quant_signed=False)",
     )
+    parser.add_argument(
+        "--prune-neurons",
+        nargs="+",
+        type=float,
+        default=[0.0],
+        help="n_prune_neurons_percentage values (hidden neurons dropped by structured pruning)",
+    )
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (small nets)")
     args = parser.parse_args()
@@ -140,11 +160,18 @@ def main() -> None:
         for task_name in args.tasks:
             sets = split(task_name)
             grid = itertools.product(
-                args.layers, args.multipliers, bits_list, roundings, args.min_steps, args.lr
+                args.layers,
+                args.multipliers,
+                bits_list,
+                roundings,
+                args.min_steps,
+                args.lr,
+                args.prune_neurons,
             )
-            for layers, mult, bits, rounding, steps, lr in grid:
-                if layers == 1 and (mult != args.multipliers[0] or rounding != roundings[0]):
-                    continue  # a linear model has no hidden layer and no lookup to round
+            for layers, mult, bits, rounding, steps, lr, prune in grid:
+                first = (args.multipliers[0], roundings[0], args.prune_neurons[0])
+                if layers == 1 and (mult, rounding, prune) != first:
+                    continue  # a linear model has no hidden layer: nothing to round or prune
                 try:
                     row = candidates(
                         task_name,
@@ -158,6 +185,7 @@ def main() -> None:
                         sets,
                         costs,
                         signed=not args.unsigned_input,
+                        prune_neurons=prune,
                     )
                 except ValueError as error:  # e.g. an accumulator budget too small
                     print(f"{task_name} L={layers} m={mult} bits={bits}: skipped: {error}")
@@ -165,7 +193,7 @@ def main() -> None:
                 mine.append(row)
                 _merge_write(mine)
                 print(
-                    f"{task_name:>16} L={layers} m={mult} bits={bits} "
+                    f"{task_name:>16} L={layers} m={mult} prune={prune:g} bits={bits} "
                     f"round={row['rounding']!s:>4} signed={row['input_signed']} "
                     f"ep={row['epochs']} lr={lr:g}: val "
                     f"{row['val_metric']:.3f} test {row['test_metric']:.3f} "
@@ -202,7 +230,8 @@ def write_markdown(data: dict, round_s: float) -> None:
         "estimated FHE latency: Σ lookups × one PBS at their precision from `pbs_floor.json`, "
         f"plus {1e3 * round_s:.1f} ms per removed bit of exact rounding (`rounding_cost.json`). "
         "bits = weights/activations/n_accum_bits; *signed*: signed input and activation grids "
-        "(`module__quant_signed`). The selected row (cheapest reaching the "
+        "(`module__quant_signed`); *pruned*: the share of hidden neurons dropped "
+        "(`module__n_prune_neurons_percentage`). The selected row (cheapest reaching the "
         "target on val; if none does, the best val) is in bold.",
         "",
     ]
@@ -213,14 +242,15 @@ def write_markdown(data: dict, round_s: float) -> None:
         lines += [
             f"## {task} (target {target[0]} / {target[1]} s)",
             "",
-            "| layers | mult | hidden | bits | signed | rounding | epochs | lr | seeds | val "
-            "| val per seed | test | PBS | floor s |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "| layers | mult | pruned | hidden | bits | signed | rounding | epochs | lr | seeds "
+            "| val | val per seed | test | PBS | floor s |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in rows:
             cells = [
                 r["n_layers"],
                 r["multiplier"],
+                f"{r.get('prune_neurons', 0.0):g}",
                 "/".join(map(str, r["hidden"])) or "–",
                 "/".join(map(str, r["bits"])),
                 "yes" if r.get("input_signed", True) else "no",
@@ -264,6 +294,7 @@ def _key(row: dict) -> tuple:
         row["lr"],
         tuple(row.get("seeds", [0])),
         row.get("input_signed", True),
+        row.get("prune_neurons", 0.0),
     )
 
 
