@@ -148,7 +148,14 @@ OURS_PER_TASK = {
     "iris": {"n_layers": 1, "n_w_bits": 4, "n_a_bits": 4, "n_accum_bits": 14, "lr": 1e-2},
     "wine": {"multiplier": 1, "rounding_threshold_bits": 4, "lr": 1e-3},
     "breast_cancer": {"n_layers": 1, "n_w_bits": 4, "n_a_bits": 4, "n_accum_bits": 14, "lr": 1e-3},
-    "digits": {"multiplier": 1, "n_w_bits": 2, "n_accum_bits": 8},
+    # half of the 64 hidden neurons dropped by structured pruning (swept over seeds 0-2: 0.956
+    # on validation, against 0.963 with all of them at twice the lookups)
+    "digits": {
+        "multiplier": 1,
+        "n_w_bits": 2,
+        "n_accum_bits": 8,
+        "extra": {"module__n_prune_neurons_percentage": 0.5},
+    },
     # two hidden layers (one hidden layer of 16 stayed at 0.64-0.72 on test, /tmp probes);
     # 16 hidden: 2-bit activations on an unsigned input grid, whose 4 levels per axis fall on
     # the checkerboard's cell edges (x = 1/6, 1/2, 5/6 are midway between levels 0..3 / 3)
