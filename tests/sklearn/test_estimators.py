@@ -214,3 +214,33 @@ def test_trained_rounding_is_what_fhe_computes(iris_split, insecure_fhe_configur
     np.testing.assert_array_equal(
         model.predict_proba(rows, fhe="execute"), model.predict_proba(rows)
     )
+
+
+def test_linear_network_runs_in_fhe_without_bootstrapping(iris_split, insecure_fhe_configuration):
+    """n_layers=1 is a quantized linear model (the benchmark's choice for iris and
+    breast_cancer): no hidden layer, so no lookup; FHE still equals the integer model, whose
+    certified accumulator covers any input."""
+    X_train, X_test, y_train, _ = iris_split
+    model = NeuralNetClassifier(
+        module__n_layers=1,
+        module__n_w_bits=4,
+        module__n_a_bits=4,
+        module__n_accum_bits=14,
+        max_epochs=40,
+        lr=0.02,
+        random_state=0,
+    ).fit(X_train, y_train)
+    assert model.fhe_report()["pbs_count"] == 0
+    torch_labels = model.forward(X_test.astype(np.float32)).argmax(1).numpy()
+    np.testing.assert_array_equal(torch_labels, model.predict_proba(X_test).argmax(1))
+
+    model.compile(X_train, configuration=insecure_fhe_configuration)
+    assert model.fhe_report()["circuit_pbs_count"] == 0
+    X_extreme = np.random.default_rng(1).normal(size=(300, 4)) * 100
+    np.testing.assert_array_equal(
+        model.predict(X_extreme, fhe="simulate"), model.predict(X_extreme)
+    )
+    rows = np.concatenate([X_test[:1], X_extreme[:1]])
+    np.testing.assert_array_equal(
+        model.predict_proba(rows, fhe="execute"), model.predict_proba(rows)
+    )
