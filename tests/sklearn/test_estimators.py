@@ -186,6 +186,22 @@ class TestErrors:
             iris_classifier.predict(np.zeros((1, 4)), fhe="gpu")
 
 
+def _assert_every_path_agrees(model, X_train, X_test, configuration):
+    """The Brevitas forward equals the integer model on the test rows; once compiled,
+    simulation equals it on inputs 100σ out and real FHE on one test and one extreme row."""
+    torch_labels = model.forward(X_test.astype(np.float32)).argmax(1).numpy()
+    np.testing.assert_array_equal(torch_labels, model.predict_proba(X_test).argmax(1))
+    model.compile(X_train, configuration=configuration)
+    X_extreme = np.random.default_rng(0).normal(size=(300, X_train.shape[1])) * 100
+    np.testing.assert_array_equal(
+        model.predict(X_extreme, fhe="simulate"), model.predict(X_extreme)
+    )
+    rows = np.concatenate([X_test[:1], X_extreme[:1]])
+    np.testing.assert_array_equal(
+        model.predict_proba(rows, fhe="execute"), model.predict_proba(rows)
+    )
+
+
 def test_trained_rounding_is_what_fhe_computes(iris_split, insecure_fhe_configuration):
     """With rounding_threshold_bits the network trains with the rounding: its Brevitas forward,
     the integer model, simulation (on extreme inputs too) and FHE give the same answers, and
@@ -202,18 +218,7 @@ def test_trained_rounding_is_what_fhe_computes(iris_split, insecure_fhe_configur
     assert model.module_.rounding_threshold_bits == 3
     layers = model.fhe_report()["layers"]
     assert layers[0]["lsbs_to_remove"] > 0 and layers[0]["pbs_precision"] <= 3
-    torch_labels = model.forward(X_test.astype(np.float32)).argmax(1).numpy()
-    np.testing.assert_array_equal(torch_labels, model.predict_proba(X_test).argmax(1))
-
-    model.compile(X_train, configuration=insecure_fhe_configuration)
-    X_extreme = np.random.default_rng(0).normal(size=(300, 4)) * 100
-    np.testing.assert_array_equal(
-        model.predict(X_extreme, fhe="simulate"), model.predict(X_extreme)
-    )
-    rows = np.concatenate([X_test[:1], X_extreme[:1]])
-    np.testing.assert_array_equal(
-        model.predict_proba(rows, fhe="execute"), model.predict_proba(rows)
-    )
+    _assert_every_path_agrees(model, X_train, X_test, insecure_fhe_configuration)
 
 
 def test_linear_network_runs_in_fhe_without_bootstrapping(iris_split, insecure_fhe_configuration):
@@ -231,16 +236,5 @@ def test_linear_network_runs_in_fhe_without_bootstrapping(iris_split, insecure_f
         random_state=0,
     ).fit(X_train, y_train)
     assert model.fhe_report()["pbs_count"] == 0
-    torch_labels = model.forward(X_test.astype(np.float32)).argmax(1).numpy()
-    np.testing.assert_array_equal(torch_labels, model.predict_proba(X_test).argmax(1))
-
-    model.compile(X_train, configuration=insecure_fhe_configuration)
+    _assert_every_path_agrees(model, X_train, X_test, insecure_fhe_configuration)
     assert model.fhe_report()["circuit_pbs_count"] == 0
-    X_extreme = np.random.default_rng(1).normal(size=(300, 4)) * 100
-    np.testing.assert_array_equal(
-        model.predict(X_extreme, fhe="simulate"), model.predict(X_extreme)
-    )
-    rows = np.concatenate([X_test[:1], X_extreme[:1]])
-    np.testing.assert_array_equal(
-        model.predict_proba(rows, fhe="execute"), model.predict_proba(rows)
-    )
