@@ -27,6 +27,35 @@ class _RecordLosses(Callback):
         )
 
 
+class _SpoilLastEpoch(Callback):
+    """After every optimizer step of the last epoch, the output layer votes for class 0."""
+
+    def on_batch_end(self, net, training=False, **kwargs):
+        if training and len(net.history) == net.max_epochs:
+            with torch.no_grad():
+                net.module_.linears[-1].bias.copy_(torch.tensor([50.0, 0.0, 0.0]))
+
+
+def _training_loss(model, X, y) -> float:
+    logits = model.forward(X.astype(np.float32))
+    targets = torch.as_tensor(np.searchsorted(model.classes_, y))
+    return float(torch.nn.functional.cross_entropy(logits, targets))
+
+
+def test_hands_back_an_earlier_state_when_the_last_epoch_is_worse(iris_split):
+    X_train, _, y_train, _ = iris_split
+    record = _RecordLosses()
+    model = NeuralNetClassifier(
+        module__n_layers=2,
+        max_epochs=6,
+        lr=0.02,
+        random_state=0,
+        callbacks=[_SpoilLastEpoch(), record],
+    ).fit(X_train, y_train)
+    assert record.losses[-1] > 2 * min(record.losses[:-1])  # the last epoch was spoiled
+    assert np.isclose(_training_loss(model, X_train, y_train), min(record.losses), rtol=1e-5)
+
+
 def test_hands_back_the_lowest_training_loss_within_budget(iris_split):
     X_train, _, y_train, _ = iris_split
     record = _RecordLosses()
@@ -50,7 +79,4 @@ def test_hands_back_the_lowest_training_loss_within_budget(iris_split):
     last_refresh = epochs // 2 - 1
     assert np.isclose(losses[last_refresh - 1], min(losses[:last_refresh]), rtol=1e-6)
     # the permanent network (dead neurons dropped) computes what the best state computed
-    final_logits = model.forward(X_train.astype(np.float32))
-    targets = torch.as_tensor(np.searchsorted(model.classes_, y_train))
-    final_loss = float(torch.nn.functional.cross_entropy(final_logits, targets))
-    assert np.isclose(final_loss, min(losses), rtol=1e-5)
+    assert np.isclose(_training_loss(model, X_train, y_train), min(losses), rtol=1e-5)
