@@ -222,9 +222,9 @@ def test_trained_rounding_is_what_fhe_computes(iris_split, insecure_fhe_configur
 
 
 def test_linear_network_runs_in_fhe_without_bootstrapping(iris_split, insecure_fhe_configuration):
-    """n_layers=1 is a quantized linear model (the benchmark's choice for iris and
-    breast_cancer): no hidden layer, so no lookup; FHE still equals the integer model, whose
-    certified accumulator covers any input."""
+    """n_layers=1 is a quantized linear model (the benchmark's choice on its sklearn tasks): no
+    hidden layer, so no lookup; FHE still equals the integer model, whose certified
+    accumulator covers any input."""
     X_train, X_test, y_train, _ = iris_split
     model = NeuralNetClassifier(
         module__n_layers=1,
