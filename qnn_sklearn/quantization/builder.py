@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .program import LinearStep, LookupStep, ReshapeStep, bits_for
+from .program import LinearStep, LookupStep, ReshapeStep, accumulator_range, bits_for
 from .quantizers import QuantizationOptions, UniformQuantizer
 from .rounding import (
     AUTO_ROUNDING,
@@ -115,9 +115,8 @@ class ModuleBuilder:
     def add_linear(self, x: Encrypted, weight: np.ndarray, scale, bias, name: str) -> Encrypted:
         """Emit ``x @ weightᵀ`` on quantized ``x``; the float view adds ``scale`` and ``bias``.
 
-        ``weight`` is the integer matrix (n_out, n_in). The accumulator bounds are exact:
-        each input independently takes either end of its range, so the extreme of neuron j
-        puts inputs with positive weights at their maximum and the others at their minimum.
+        ``weight`` is the integer matrix (n_out, n_in). The accumulator bounds are exact
+        (:func:`accumulator_range` over the input's grid).
         """
         if x.grid is None or len(x.feature_shape) != 1:
             raise ValueError(f"{name}: a linear layer needs a quantized 1-D input.")
@@ -128,8 +127,7 @@ class ModuleBuilder:
             )
         centered_base = x.grid.base - x.grid.quantizer.zero_point
         constant = weight @ centered_base
-        acc_min = constant + np.minimum(weight, 0) @ x.span
-        acc_max = constant + np.maximum(weight, 0) @ x.span
+        acc_min, acc_max = accumulator_range(weight, centered_base, centered_base + x.span)
         span = acc_max - acc_min
         step = LinearStep(weight, constant - acc_min, bits_for(span.max()))
         self.steps.append(step)

@@ -16,6 +16,7 @@ from brevitas import nn as qnn
 from torch import nn
 from torch.nn.utils import parametrize
 
+from ..quantization.program import accumulator_range
 from ..quantization.rounding import (
     AUTO_ROUNDING,
     check_rounding_threshold_bits,
@@ -215,10 +216,7 @@ class SparseQuantNeuralNetwork(nn.Module):
 
     def _lsbs(self, integer_weight: torch.Tensor, x_range: tuple[int, int]) -> int:
         """Bits to round away from the accumulator of these weights on inputs in ``x_range``."""
-        weight = integer_weight.numpy()
-        lo, hi = x_range
-        acc_min = (weight.clip(min=0) * lo + weight.clip(max=0) * hi).sum(axis=1)
-        acc_max = (weight.clip(min=0) * hi + weight.clip(max=0) * lo).sum(axis=1)
+        acc_min, acc_max = accumulator_range(integer_weight.numpy(), *x_range)
         return lsbs_for_threshold(acc_min, acc_max, self.rounding_threshold_bits)
 
     def rounding_lsbs(self) -> list[int] | None:
