@@ -63,6 +63,7 @@ def candidates(
     costs,
     signed=True,
     prune_neurons=0.0,
+    input_bits=None,
 ):
     """Train the candidate once per seed (the rounding is trained with); one row, whose
     validation metric is the mean over the seeds."""
@@ -81,6 +82,7 @@ def candidates(
         "rounding_threshold_bits": rounding,
         "module__quant_signed": signed,
         "module__n_prune_neurons_percentage": prune_neurons,
+        "module__n_input_bits": input_bits,
     }
     start = time.perf_counter()
     val_metrics, test_metrics, costliest = [], [], None
@@ -88,7 +90,7 @@ def candidates(
         model = task.estimator(**params, random_state=seed).fit(X_fit, y_fit)
         val_metrics.append(metric(task, y_val, model.predict(X_val)))
         test_metrics.append(metric(task, y_test, model.predict(X_test)))
-        pbs = report_pbs(model.fhe_report()["layers"])
+        pbs = report_pbs(model.fhe_report()["lookups"])
         floor_s = floor_estimate(pbs, *costs)
         if costliest is None or floor_s > costliest[1]:
             costliest = (pbs, floor_s, model.module_.hidden_widths())
@@ -100,6 +102,7 @@ def candidates(
         "bits": list(bits),
         "rounding": rounding,
         "input_signed": signed,
+        "input_bits": bits[1] if input_bits is None else input_bits,
         "prune_neurons": prune_neurons,
         "epochs": epochs,
         "lr": lr,
@@ -147,6 +150,12 @@ def main() -> None:
         default=[0.0],
         help="n_prune_neurons_percentage values (hidden neurons dropped by structured pruning)",
     )
+    parser.add_argument(
+        "--input-bits",
+        nargs="+",
+        default=["none"],
+        help="module__n_input_bits values (bits of the input grid; none: the activations')",
+    )
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (small nets)")
     args = parser.parse_args()
@@ -157,6 +166,7 @@ def main() -> None:
     if not args.report_only:
         bits_list = [tuple(int(b) for b in text.split(",")) for text in args.bits]
         roundings = [None if r == "none" else r if r == "auto" else int(r) for r in args.rounding]
+        input_bits_list = [None if b == "none" else int(b) for b in args.input_bits]
         for task_name in args.tasks:
             sets = split(task_name)
             grid = itertools.product(
@@ -167,8 +177,9 @@ def main() -> None:
                 args.min_steps,
                 args.lr,
                 args.prune_neurons,
+                input_bits_list,
             )
-            for layers, mult, bits, rounding, steps, lr, prune in grid:
+            for layers, mult, bits, rounding, steps, lr, prune, input_bits in grid:
                 first = (args.multipliers[0], roundings[0], args.prune_neurons[0])
                 if layers == 1 and (mult, rounding, prune) != first:
                     continue  # a linear model has no hidden layer: nothing to round or prune
@@ -186,6 +197,7 @@ def main() -> None:
                         costs,
                         signed=not args.unsigned_input,
                         prune_neurons=prune,
+                        input_bits=input_bits,
                     )
                 except ValueError as error:  # e.g. an accumulator budget too small
                     print(f"{task_name} L={layers} m={mult} bits={bits}: skipped: {error}")
@@ -195,6 +207,7 @@ def main() -> None:
                 print(
                     f"{task_name:>16} L={layers} m={mult} prune={prune:g} bits={bits} "
                     f"round={row['rounding']!s:>4} signed={row['input_signed']} "
+                    f"input={row['input_bits']}b "
                     f"ep={row['epochs']} lr={lr:g}: val "
                     f"{row['val_metric']:.3f} test {row['test_metric']:.3f} "
                     f"{pbs_text(row['pbs'])} floor {row['floor_s']:.2f}s "
@@ -230,7 +243,8 @@ def write_markdown(data: dict, round_s: float) -> None:
         "estimated FHE latency: Σ lookups × one PBS at their precision from `pbs_floor.json`, "
         f"plus {1e3 * round_s:.1f} ms per removed bit of exact rounding (`rounding_cost.json`). "
         "bits = weights/activations/n_accum_bits; *signed*: signed input and activation grids "
-        "(`module__quant_signed`); *pruned*: the share of hidden neurons dropped "
+        "(`module__quant_signed`); *input*: bits of the input grid (`module__n_input_bits`); "
+        "*pruned*: the share of hidden neurons dropped "
         "(`module__n_prune_neurons_percentage`). The selected row (cheapest reaching the "
         "target on val; if none does, the best val) is in bold.",
         "",
@@ -242,9 +256,9 @@ def write_markdown(data: dict, round_s: float) -> None:
         lines += [
             f"## {task} (target {target[0]} / {target[1]} s)",
             "",
-            "| layers | mult | pruned | hidden | bits | signed | rounding | epochs | lr | seeds "
-            "| val | val per seed | test | PBS | floor s |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "| layers | mult | pruned | hidden | bits | signed | input | rounding | epochs | lr "
+            "| seeds | val | val per seed | test | PBS | floor s |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in rows:
             cells = [
@@ -254,6 +268,7 @@ def write_markdown(data: dict, round_s: float) -> None:
                 "/".join(map(str, r["hidden"])) or "–",
                 "/".join(map(str, r["bits"])),
                 "yes" if r.get("input_signed", True) else "no",
+                r.get("input_bits", r["bits"][1]),
                 r["rounding"] if r["rounding"] is not None else "none",
                 r["epochs"],
                 f"{r['lr']:g}",
@@ -295,6 +310,7 @@ def _key(row: dict) -> tuple:
         tuple(row.get("seeds", [0])),
         row.get("input_signed", True),
         row.get("prune_neurons", 0.0),
+        row.get("input_bits", row["bits"][1]),
     )
 
 

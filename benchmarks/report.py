@@ -60,6 +60,11 @@ def _fhe(row: dict) -> str:
     return f"{row['fhe_s_per_row']:.2f}{mark} ({sum(eq)}/{len(eq)})"
 
 
+def _program(row: dict) -> str:
+    """Marks a circuit that reads its outputs from tables on the packed input row."""
+    return ", tabulated" if row.get("fhe_report", {}).get("program") == "tabulated" else ""
+
+
 def main_table(rows: list[dict]) -> list[str]:
     lines = [
         "| task | cfg | hidden | fp32 | torch | integer | simulated (=clear) | PBS (count×bits) "
@@ -75,7 +80,7 @@ def main_table(rows: list[dict]) -> list[str]:
             f"| {_f(row['fp32']['metric'])} | {_f(row['torch_metric'])} "
             f"| {_f(row['integer_metric'])} "
             f"| {_f(sim['metric'])} ({sim['eq_clear']:.0%} of {sim['rows']}) "
-            f"| {pbs_text(row.get('pbs_circuit') or [])} "
+            f"| {pbs_text(row.get('pbs_circuit') or [])}{_program(row)} "
             f"| {_f(row['compile_s'], 1)} | {_f(row.get('keygen_s'), 1)} "
             f"| {'–' if keys is None else f'{keys / 2**20:.0f}'} | {_fhe(row)} "
             f"| {_f(row.get('floor_s'), 2)} | {_f(row.get('latency_over_floor'), 2)} "

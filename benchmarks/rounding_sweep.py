@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from qnn_sklearn.quantization import rounding as rounding_module
+from qnn_sklearn.quantization.tabulation import bootstraps
 from qnn_sklearn.torch import build_brevitas_qat_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -120,7 +121,7 @@ def sweep(
             "rows_equal_unrounded": float(np.mean(np.all(exact_out == rounded_out, axis=1))),
             "lsbs_to_remove": [layer["lsbs_to_remove"] for layer in module.bitwidth_report()],
             "certified_bits": [layer["certified_bits"] for layer in layers],
-            "pbs_report": report_pbs(layers),
+            "pbs_report": report_pbs(bootstraps(module.steps)),
         }
         if do_compile:
             circuit = model.compile(X_train)

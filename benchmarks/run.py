@@ -139,18 +139,14 @@ def circuit_pbs(circuit) -> list[dict]:
     return rows
 
 
-def report_pbs(layers: list[dict]) -> list[dict]:
-    """The bootstraps that ``fhe_report()["layers"]`` announces, in :func:`circuit_pbs`' form."""
+def report_pbs(lookups: list[dict]) -> list[dict]:
+    """The bootstraps that ``fhe_report()["lookups"]`` announces, in :func:`circuit_pbs`' form."""
     rows = []
-    for layer in layers:
-        if not layer["pbs_count"]:
-            continue
-        if layer["lsbs_to_remove"]:
-            count = layer["pbs_count"] * layer["lsbs_to_remove"]
+    for lookup in lookups:
+        if lookup["lsbs_to_remove"]:
+            count = lookup["count"] * lookup["lsbs_to_remove"]
             rows.append({"kind": "round", "count": count, "precision": 1})
-        rows.append(
-            {"kind": "lookup", "count": layer["pbs_count"], "precision": layer["pbs_precision"]}
-        )
+        rows.append({"kind": "lookup", "count": lookup["count"], "precision": lookup["precision"]})
     return rows
 
 
@@ -233,7 +229,7 @@ def run_one(task: Task, config, args, floor) -> dict:
     row["compile_s"] = time.perf_counter() - start
     report = model.fhe_report()
     row["fhe_report"] = report
-    row["pbs_report"] = report_pbs(report["layers"])
+    row["pbs_report"] = report_pbs(report["lookups"])
     row["pbs_circuit"] = circuit_pbs(circuit)
     row["pbs_count"] = int(circuit.programmable_bootstrap_count)
     row["pbs_circuit_consistent"] = row["pbs_count"] == sum(p["count"] for p in row["pbs_circuit"])

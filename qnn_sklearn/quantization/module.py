@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +17,7 @@ from .ops import ONNX_OPS_TO_QUANTIZED_IMPL
 from .program import LinearStep, run_program
 from .quantizers import UniformQuantizer
 from .stages import apply_stages
+from .tabulation import choose_program
 
 DEFAULT_P_ERROR = 2.0**-40
 """Per-bootstrap error probability when neither ``p_error`` nor ``global_p_error`` is given.
@@ -66,16 +68,38 @@ class QuantizedModule:
         steps: list,
         output_stages: tuple,
         layers: list[LayerReport],
+        program: str = "auto",
     ):
+        """``steps`` is the network's program, layer by layer; ``program`` says whether the
+        circuit runs it as is or tabulated (see quantization/tabulation.py), "auto" choosing
+        the cheaper. Both compute the same integers; only the bootstraps differ."""
         self.input_shape = tuple(input_shape)
         self.preprocessing = tuple(preprocessing)
         self.input_quantizer = input_quantizer
-        self.steps = steps
+        self.layer_steps = steps
         self.output_stages = tuple(output_stages)
         self.layers = layers
+        options = input_quantizer.options
+        circuit_input_shape = self._preprocess(np.zeros((1, *self.input_shape))).shape[1:]
+        self.program, self.steps = choose_program(
+            steps, circuit_input_shape, options.qmax - options.qmin + 1, program
+        )
         self._circuit = None
         self._simulation = None  # batched, simulation-only circuit, compiled on first use
         self._compile_spec = None  # what compile() was given, to rebuild after unpickling
+
+    def with_program(self, program: str) -> QuantizedModule:
+        """This model, uncompiled, with its circuit's program chosen by ``program``
+        ("auto", "layered" or "tabulated"); the integers it computes are the same."""
+        return type(self)(
+            self.input_shape,
+            self.preprocessing,
+            self.input_quantizer,
+            self.layer_steps,
+            self.output_stages,
+            copy.deepcopy(self.layers),
+            program,
+        )
 
     @classmethod
     def from_onnx(
@@ -130,10 +154,14 @@ class QuantizedModule:
 
     def quantize_input(self, x) -> np.ndarray:
         """Floats to the circuit's input integers ``q − qmin`` (so they are never negative)."""
-        x = self.check_input(x)
+        x = self._preprocess(self.check_input(x))
+        return self.input_quantizer.quant(x) - self.input_quantizer.options.qmin
+
+    def _preprocess(self, x: np.ndarray) -> np.ndarray:
+        """The graph's clear operations before its input quantizer (e.g. a flatten)."""
         for function in self.preprocessing:
             x = function(x)
-        return self.input_quantizer.quant(x) - self.input_quantizer.options.qmin
+        return x
 
     def dequantize_output(self, q_out: np.ndarray) -> np.ndarray:
         """The circuit's output integers to the float output of the network."""
@@ -284,7 +312,7 @@ class QuantizedModule:
         """Record each layer's accumulator range on these inputs (for the report)."""
         reports = iter(self.layers)
         x = np.asarray(q_x, dtype=np.int64)
-        for step in self.steps:
+        for step in self.layer_steps:
             x = step(x)
             if isinstance(step, LinearStep):
                 report = next(reports)

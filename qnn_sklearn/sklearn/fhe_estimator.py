@@ -9,6 +9,7 @@ import torch
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ..quantization.module import FHE_MODES
+from ..quantization.tabulation import bootstraps
 from ..torch import build_brevitas_qat_model
 from .callbacks import AccumulatorPruning
 from .qnn_module import SparseQuantNeuralNetwork
@@ -176,17 +177,21 @@ class FHEEstimatorMixin:
         return self.quantized_module_.forward(X, fhe=mode, verbose=bool(self.verbose))
 
     def fhe_report(self) -> dict:
-        """Per layer: certified accumulator bits, PBS count and precision; circuit totals."""
+        """Per layer: certified accumulator bits, and the PBS count and precision of its lookup
+        in the layered program. The totals, and ``lookups``, are those of the program the
+        circuit runs (``program``: "layered", or "tabulated" when one table per output on the
+        packed input is cheaper; see quantization/tabulation.py)."""
         check_is_fitted(self)
         module = self.quantized_module_
         layers = module.bitwidth_report()
+        lookups = bootstraps(module.steps)
         report = {
             "layers": layers,
+            "program": module.program,
+            "lookups": lookups,
             "max_certified_bits": max(layer["certified_bits"] for layer in layers),
-            "pbs_count": sum(layer["pbs_count"] for layer in layers),
-            "max_pbs_precision": max(
-                (layer["pbs_precision"] for layer in layers if layer["pbs_precision"]), default=0
-            ),
+            "pbs_count": sum(lookup["count"] for lookup in lookups),
+            "max_pbs_precision": max((lookup["precision"] for lookup in lookups), default=0),
         }
         if module.is_compiled:
             circuit = module.fhe_circuit

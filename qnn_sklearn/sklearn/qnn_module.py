@@ -82,7 +82,7 @@ class SparseQuantNeuralNetwork(nn.Module):
     n_hidden_neurons_multiplier : int
         Hidden width is ``input_dim * n_hidden_neurons_multiplier``.
     n_w_bits, n_a_bits : int
-        Bits of weights and of activations (and of the input).
+        Bits of weights and of activations.
     n_accum_bits : int
         Bits every accumulator must fit, sign included.
     n_prune_neurons_percentage : float
@@ -95,6 +95,11 @@ class SparseQuantNeuralNetwork(nn.Module):
     quant_signed : bool
         Signed input and activation grids. Activations that cannot be negative (ReLU,
         Sigmoid, ...) always get an unsigned grid: a sign bit would waste half the levels.
+    n_input_bits : int or None
+        Bits of the input grid; None: ``n_a_bits``. The input grid is the client's, and on
+        few features it sets the FHE cost alone: the circuit can then read each output from
+        one table on the packed input row (quantization/tabulation.py), so two 2-bit
+        features cost two 4-bit lookups whatever ``n_a_bits`` the hidden layers use.
     rounding_threshold_bits : int, "auto" or None
         Train with every hidden accumulator rounded (half up) to a multiple of ``2**lsbs``
         before its activation, ``lsbs`` the fewest low bits that leave each neuron's certified
@@ -117,6 +122,7 @@ class SparseQuantNeuralNetwork(nn.Module):
         quant_narrow: bool = False,
         quant_signed: bool = True,
         rounding_threshold_bits: int | str | None = None,
+        n_input_bits: int | None = None,
     ):
         super().__init__()
         for name in ("input_dim", "n_outputs", "n_hidden_neurons_multiplier"):
@@ -125,6 +131,8 @@ class SparseQuantNeuralNetwork(nn.Module):
             raise ValueError(f"n_layers must be an integer >= 1, got {n_layers!r}.")
         for name in ("n_w_bits", "n_a_bits", "n_accum_bits"):
             _check_bits(name, locals()[name])
+        if n_input_bits is not None:
+            _check_bits("n_input_bits", n_input_bits)
         if not 0.0 <= n_prune_neurons_percentage < 1.0:
             raise ValueError(
                 f"n_prune_neurons_percentage must be in [0, 1), got {n_prune_neurons_percentage}."
@@ -142,18 +150,20 @@ class SparseQuantNeuralNetwork(nn.Module):
             "quant_narrow": quant_narrow,
             "quant_signed": quant_signed,
             "rounding_threshold_bits": rounding_threshold_bits,
+            "n_input_bits": n_input_bits,
         }
         rounding_threshold_bits = check_rounding_threshold_bits(rounding_threshold_bits)
         if rounding_threshold_bits == AUTO_ROUNDING:
             rounding_threshold_bits = n_a_bits + AUTO_ROUNDING_EXTRA_BITS
         self.rounding_threshold_bits = rounding_threshold_bits
         self.n_w_bits, self.n_a_bits, self.n_accum_bits = n_w_bits, n_a_bits, n_accum_bits
+        self.n_input_bits = n_a_bits if n_input_bits is None else n_input_bits
         self.n_prune_neurons_percentage = n_prune_neurons_percentage
         self.quant_narrow = quant_narrow
         hidden = input_dim * n_hidden_neurons_multiplier
         widths = [input_dim] + [hidden] * (n_layers - 1) + [n_outputs]
 
-        self.input_quant = _calibrated_input_quantizer(n_a_bits, quant_signed)
+        self.input_quant = _calibrated_input_quantizer(self.n_input_bits, quant_signed)
         self.linears = nn.ModuleList(
             qnn.QuantLinear(
                 n_in,
@@ -180,8 +190,8 @@ class SparseQuantNeuralNetwork(nn.Module):
         if self.max_active_neurons() == 0:
             raise ValueError(
                 f"n_accum_bits={n_accum_bits} leaves no room for even one "
-                f"{n_w_bits}-bit weight times one {n_a_bits}-bit activation; raise n_accum_bits "
-                "or lower n_w_bits / n_a_bits."
+                f"{n_w_bits}-bit weight times one {max(n_a_bits, self.n_input_bits)}-bit input; "
+                "raise n_accum_bits or lower n_w_bits / n_a_bits / n_input_bits."
             )
 
     def forward(self, x):
@@ -254,11 +264,13 @@ class SparseQuantNeuralNetwork(nn.Module):
 
     def _max_abs_inputs(self) -> list[int]:
         """max|x_q| of the integers feeding each linear layer (zero points are 0)."""
+        quantizers = (self.input_quant, *self.act_quants)
+        bits = [self.n_input_bits] + [self.n_a_bits] * len(self.act_quants)
         return [
             _grid_max_abs(
-                quantizer.act_quant.is_signed, self.n_a_bits, quantizer.act_quant.is_narrow_range
+                quantizer.act_quant.is_signed, n_bits, quantizer.act_quant.is_narrow_range
             )
-            for quantizer in (self.input_quant, *self.act_quants)
+            for quantizer, n_bits in zip(quantizers, bits, strict=True)
         ]
 
     def max_active_neurons(self) -> int:

@@ -72,17 +72,8 @@ def test_save_refuses_to_overwrite_unless_asked(tiny, model_dir, tmp_path):
 
 
 def test_dev_rejects_uncompiled_and_unfitted_models(tiny, fake_regressor, tmp_path):
-    from qnn_sklearn.quantization import QuantizedModule
-
     module = tiny[0]
-    uncompiled = QuantizedModule(
-        module.input_shape,
-        module.preprocessing,
-        module.input_quantizer,
-        module.steps,
-        module.output_stages,
-        module.layers,
-    )
+    uncompiled = module.with_program("auto")
     with pytest.raises(RuntimeError, match="compile"):
         FHEModelDev(tmp_path / "a", uncompiled).save()
     with pytest.raises(ValueError, match="fit"):

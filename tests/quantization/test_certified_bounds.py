@@ -183,7 +183,7 @@ def adversarial_rows(w, lo, hi, rng, n_random=64):
 
 
 def linear_steps(module):
-    return [step for step in module.steps if isinstance(step, LinearStep)]
+    return [step for step in module.layer_steps if isinstance(step, LinearStep)]
 
 
 def first_layer_box(net: Network):
@@ -223,7 +223,7 @@ def test_first_layer_bounds_are_the_exact_interval_bounds(net):
 @SETTINGS
 def test_first_layer_accumulators_stay_inside_and_reach_the_bounds(net, seed):
     report = net.module.layers[0]
-    step = net.module.steps[0]
+    step = net.module.layer_steps[0]
     assert isinstance(step, LinearStep)
     lo, hi = first_layer_box(net)
     centered = adversarial_rows(net.w1, lo, hi, np.random.default_rng(seed))
@@ -255,7 +255,7 @@ def test_float_inputs_far_outside_reach_the_first_layer_bounds(net, seed):
     noise = rng.normal(scale=rng.uniform(0.1, 1e4), size=(32, net.w1.shape[1]))
     q = module.quantize_input(np.concatenate([far, noise]))
     assert q.min() >= 0 and q.max() <= net.input_grid.qmax - net.input_grid.qmin
-    accumulator = module.steps[0](q) + report.accumulator_min
+    accumulator = module.layer_steps[0](q) + report.accumulator_min
     assert np.all(accumulator >= report.accumulator_min)
     assert np.all(accumulator <= report.accumulator_max)
     neurons = np.arange(net.w1.shape[0])
@@ -284,7 +284,7 @@ def test_second_layer_bounds_are_the_interval_bounds_of_the_reachable_activation
 def test_second_layer_accumulators_stay_inside_and_reach_the_bounds(net, seed):
     module = net.module
     first, second = module.layers
-    linear1, lookup, linear2 = module.steps
+    linear1, lookup, linear2 = module.layer_steps
     assert isinstance(lookup, LookupStep) and isinstance(linear2, LinearStep)
     # every accumulator the whole program reaches from adversarial first-layer inputs
     lo, hi = first_layer_box(net)

@@ -131,9 +131,10 @@ def test_forward_is_quantize_program_dequantize(ptq_relu_mlp, stress_inputs):
 @pytest.mark.parametrize("case", ["ptq_relu_mlp", "ptq_sigmoid_tanh_mlp", "brevitas_qat_mlp"])
 def test_bitwidth_report_and_circuit_agree(case, request):
     module = request.getfixturevalue(case).module
+    assert module.program == "layered"  # 4 features: a tabulated program would cost more
     reports = module.bitwidth_report()
-    linear = [s for s in module.steps if isinstance(s, LinearStep)]
-    lookups = [s for s in module.steps if isinstance(s, LookupStep)]
+    linear = [s for s in module.layer_steps if isinstance(s, LinearStep)]
+    lookups = [s for s in module.layer_steps if isinstance(s, LookupStep)]
     assert len(reports) == len(linear) == len(module.layers)
     for report, layer, step in zip(reports, module.layers, linear, strict=True):
         low, high = report["certified_range"]

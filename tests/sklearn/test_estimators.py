@@ -105,10 +105,21 @@ def test_real_fhe_equals_clear(iris_classifier, iris_split):
 def test_fhe_report_certifies_accumulators(iris_classifier):
     report = iris_classifier.fhe_report()
     assert report["max_certified_bits"] <= 8
+    # 4 features on a 3-bit grid: tables on the packed 12-bit row would cost more
+    assert report["program"] == "layered"
+    assert report["lookups"] == [
+        {
+            "count": layer["pbs_count"],
+            "precision": layer["pbs_precision"],
+            "lsbs_to_remove": layer["lsbs_to_remove"],
+        }
+        for layer in report["layers"]
+        if layer["pbs_count"]
+    ]
     assert report["pbs_count"] == sum(layer["pbs_count"] for layer in report["layers"])
     # an exact rounding costs one bootstrap per removed bit, before the lookup's own
     assert report["circuit_pbs_count"] == sum(
-        layer["pbs_count"] * (1 + layer["lsbs_to_remove"]) for layer in report["layers"]
+        lookup["count"] * (1 + lookup["lsbs_to_remove"]) for lookup in report["lookups"]
     )
 
 
@@ -238,3 +249,29 @@ def test_linear_network_runs_in_fhe_without_bootstrapping(iris_split, insecure_f
     assert model.fhe_report()["pbs_count"] == 0
     _assert_every_path_agrees(model, X_train, X_test, insecure_fhe_configuration)
     assert model.fhe_report()["circuit_pbs_count"] == 0
+
+
+def test_two_feature_network_runs_as_one_table_per_class(insecure_fhe_configuration):
+    """Two features on a 2-bit input grid make 16 possible rows: the circuit reads each class
+    score from one table on the packed row (two bootstraps in all, at 4 bits) instead of
+    running the hidden layers, and every path still agrees with the integer model."""
+    rng = np.random.default_rng(0)
+    X = rng.uniform(0, 1, size=(600, 2))
+    y = (np.rint(X[:, 0]) != np.rint(X[:, 1])).astype(int)  # XOR of the two halves
+    model = NeuralNetClassifier(
+        module__n_layers=3,
+        module__n_a_bits=2,
+        module__quant_signed=False,
+        max_epochs=30,
+        lr=0.02,
+        random_state=0,
+    ).fit(X[:500], y[:500])
+    report = model.fhe_report()
+    assert report["program"] == "tabulated"
+    assert report["lookups"] == [{"count": 2, "precision": 4, "lsbs_to_remove": 0}]
+    # what the layered program would bootstrap: one lookup per hidden neuron
+    assert sum(layer["pbs_count"] for layer in report["layers"]) == sum(
+        model.module_.hidden_widths()
+    )
+    _assert_every_path_agrees(model, X[:500], X[500:], insecure_fhe_configuration)
+    assert model.fhe_report()["circuit_pbs_count"] == 2

@@ -24,6 +24,7 @@ def _grid(n_bits: int, signed: bool, narrow: bool) -> range:
         ({"n_layers": 0}, "n_layers"),
         ({"n_w_bits": 0}, "n_w_bits"),
         ({"n_a_bits": 0}, "n_a_bits"),
+        ({"n_input_bits": 0}, "n_input_bits"),
         ({"n_prune_neurons_percentage": 1.0}, "n_prune_neurons_percentage"),
         ({"n_accum_bits": 3}, "n_accum_bits"),
     ],
@@ -41,8 +42,11 @@ def test_invalid_parameters_raise(kwargs, message):
     n_accum_bits=st.integers(6, 12),
     narrow=st.booleans(),
     signed=st.booleans(),
+    n_input_bits=st.one_of(st.none(), st.integers(1, 6)),
 )
-def test_max_active_neurons_is_the_worst_case(n_w_bits, n_a_bits, n_accum_bits, narrow, signed):
+def test_max_active_neurons_is_the_worst_case(
+    n_w_bits, n_a_bits, n_accum_bits, narrow, signed, n_input_bits
+):
     """Brute force over the grids: k inputs fit iff k·max|w|·max|x| ≤ 2^(a−1) − 1."""
     try:
         module = SparseQuantNeuralNetwork(
@@ -54,12 +58,14 @@ def test_max_active_neurons_is_the_worst_case(n_w_bits, n_a_bits, n_accum_bits, 
             n_accum_bits=n_accum_bits,
             quant_narrow=narrow,
             quant_signed=signed,
+            n_input_bits=n_input_bits,
         )
     except ValueError:
         return
     max_w = max(abs(v) for v in _grid(n_w_bits, True, narrow))
     budget = 2 ** (n_accum_bits - 1) - 1
-    input_max = max(abs(v) for v in _grid(n_a_bits, signed, signed))  # a signed input is narrow
+    input_bits = n_a_bits if n_input_bits is None else n_input_bits
+    input_max = max(abs(v) for v in _grid(input_bits, signed, signed))  # a signed input is narrow
     hidden_max = max(abs(v) for v in _grid(n_a_bits, False, narrow))  # after ReLU: unsigned
     expected = min(budget // (max_w * input_max), budget // (max_w * hidden_max))
     assert module.max_active_neurons() == expected
@@ -197,3 +203,17 @@ def test_auto_rounding_keeps_one_bit_more_than_the_activations():
     assert module.rounding_threshold_bits == 4
     with pytest.raises(ValueError, match="rounding_threshold_bits"):
         SparseQuantNeuralNetwork(12, 3, 3, rounding_threshold_bits=0)
+
+
+def test_input_grid_bits_apart_from_the_activations():
+    """n_input_bits sets the client's input grid only; the integer model imports it, and the
+    network and the integer model still agree."""
+    module, x = _trained_network(0, n_a_bits=4, n_input_bits=2, rounding_threshold_bits=5)
+    assert module.input_quant.act_quant.bit_width() == 2
+    assert all(quant.act_quant.bit_width() == 4 for quant in module.act_quants)
+    integer_model = build_brevitas_qat_model(module, x.numpy())
+    options = integer_model.input_quantizer.options
+    assert (options.n_bits, options.qmax - options.qmin) == (2, 2)  # signed and narrow: -1..1
+    rows = torch.cat([x, 30 * torch.randn(256, 12)])
+    with torch.no_grad():
+        np.testing.assert_allclose(integer_model.forward(rows.numpy()), module(rows), atol=1e-4)

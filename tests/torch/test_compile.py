@@ -54,7 +54,7 @@ def test_brevitas_import_agrees_with_brevitas(brevitas_qat_mlp, stress_inputs):
 
 def test_brevitas_integer_weights_and_input_grid_are_imported(brevitas_qat_mlp):
     model, module = brevitas_qat_mlp.torch_model, brevitas_qat_mlp.module
-    linear = [step for step in module.steps if isinstance(step, LinearStep)]
+    linear = [step for step in module.layer_steps if isinstance(step, LinearStep)]
     layers = [model.fc1, model.fc2, model.fc3]
     assert len(linear) == len(layers)
     for step, layer in zip(linear, layers, strict=True):
@@ -68,7 +68,7 @@ def test_brevitas_integer_weights_and_input_grid_are_imported(brevitas_qat_mlp):
     options = module.input_quantizer.options
     assert (options.n_bits, options.is_signed) == (3, True)
     # every hidden activation is a 3-bit lookup: 8 output levels at most
-    for step in module.steps:
+    for step in module.layer_steps:
         if isinstance(step, LookupStep):
             assert step.tables.max() <= 7 and step.output_bits <= 3
 
@@ -88,7 +88,7 @@ def test_brevitas_sign_pattern_inputs_reach_the_certified_bounds(brevitas_qat_ml
     np.testing.assert_array_equal(report.accumulator_min, expected_min)
     signs = np.where(w > 0, 1.0, -1.0)
     x = 1e3 * np.concatenate([signs, -signs])
-    accumulator = module.steps[0](module.quantize_input(x)) + report.accumulator_min
+    accumulator = module.layer_steps[0](module.quantize_input(x)) + report.accumulator_min
     neurons = np.arange(len(w))
     np.testing.assert_array_equal(accumulator[neurons, neurons], expected_max)
     np.testing.assert_array_equal(accumulator[len(w) + neurons, neurons], expected_min)
@@ -196,7 +196,7 @@ def test_n_bits_per_role(small_mlp, make_inputset):
     assert module.input_quantizer.options.n_bits == 5
     q = module.quantize_input(inputset * 100)
     assert q.max() == 2**5 - 1
-    first, lookup = module.steps[0], module.steps[1]
+    first, lookup = module.layer_steps[0], module.layer_steps[1]
     assert isinstance(first, LinearStep) and isinstance(lookup, LookupStep)
     # symmetric 3-bit weights use [-3, 3], and the largest magnitude is used
     assert np.abs(first.weight_t).max() == 3
