@@ -189,7 +189,8 @@ def plot(models, args, X_train, y_train, X_test, y_test) -> None:
     print(
         f"\nplotted net: {args.plot_hidden} hidden, pruned, rounding_threshold_bits="
         f"{args.rounding}: integer accuracy {np.mean(qat.predict(X_test) == y_test):.3f}, "
-        f"{circuit.programmable_bootstrap_count} PBS, compiled in "
+        f"{circuit.programmable_bootstrap_count} PBS ({qat.fhe_report()['program']} program), "
+        "compiled in "
         f"{time.perf_counter() - start:.1f}s"
     )
 
