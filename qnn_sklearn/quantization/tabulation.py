@@ -101,12 +101,10 @@ def choose_program(steps, input_shape: tuple[int, ...], levels: int, program: st
         raise ValueError(f"program must be one of {PROGRAMS}, got {program!r}.")
     if program == "layered" or not steps:
         return "layered", list(steps)
-    if program == "auto":
-        n_features = int(np.prod(input_shape))
-        bits = packed_bits(n_features, levels)
-        if bits > MAX_TABULATED_BITS:
-            return "layered", list(steps)
-        n_outputs = int(np.prod(run_program(steps, np.zeros((1, *input_shape), np.int64)).shape))
-        if n_outputs * lookup_cost_ms(bits) >= program_cost_ms(steps):
-            return "layered", list(steps)
-    return "tabulated", tabulate(steps, input_shape, levels)
+    if program == "tabulated":
+        return "tabulated", tabulate(steps, input_shape, levels)
+    if packed_bits(int(np.prod(input_shape)), levels) <= MAX_TABULATED_BITS:
+        tabulated = tabulate(steps, input_shape, levels)
+        if program_cost_ms(tabulated) < program_cost_ms(steps):
+            return "tabulated", tabulated
+    return "layered", list(steps)
