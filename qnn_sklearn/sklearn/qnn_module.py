@@ -187,6 +187,12 @@ class SparseQuantNeuralNetwork(nn.Module):
             )
             for _ in range(n_layers - 1)
         )
+        if 0 in self._max_abs_inputs():
+            raise ValueError(
+                "A signed grid is narrow, so at 1 bit it holds only the level 0 "
+                f"(n_input_bits={self.n_input_bits}, n_a_bits={n_a_bits}); use 2 bits or more, "
+                "or quant_signed=False."
+            )
         if self.max_active_neurons() == 0:
             raise ValueError(
                 f"n_accum_bits={n_accum_bits} leaves no room for even one "

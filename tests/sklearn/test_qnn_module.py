@@ -25,6 +25,7 @@ def _grid(n_bits: int, signed: bool, narrow: bool) -> range:
         ({"n_w_bits": 0}, "n_w_bits"),
         ({"n_a_bits": 0}, "n_a_bits"),
         ({"n_input_bits": 0}, "n_input_bits"),
+        ({"n_input_bits": 1}, "signed grid is narrow.*n_input_bits=1"),
         ({"n_prune_neurons_percentage": 1.0}, "n_prune_neurons_percentage"),
         ({"n_accum_bits": 3}, "n_accum_bits"),
     ],
