@@ -14,9 +14,9 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-from concrete import fhe
 
 from .. import __version__ as QNN_SKLEARN_VERSION
+from ..fhe_runtime import fhe
 from ..quantization import QuantizationOptions, QuantizedModule, UniformQuantizer
 from ..quantization.ops import _Reshape
 from ..quantization.stages import Stage, stage_from_json

@@ -25,8 +25,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from concrete import fhe
 
+from ..fhe_runtime import fhe
 from . import framing
 from .artifacts import (
     CLIENT_ZIP,

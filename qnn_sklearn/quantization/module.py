@@ -9,9 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import onnx
-from concrete import fhe
 from tqdm.auto import tqdm
 
+from ..fhe_runtime import fhe
 from .builder import LayerReport, ModuleBuilder, PostTrainingOptions
 from .ops import ONNX_OPS_TO_QUANTIZED_IMPL
 from .program import LinearStep, run_program

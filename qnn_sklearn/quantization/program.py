@@ -12,7 +12,8 @@ single bit width hint, with no signedness to guess from a calibration set.
 from __future__ import annotations
 
 import numpy as np
-from concrete import fhe
+
+from ..fhe_runtime import fhe
 
 
 def bits_for(max_value: int) -> int:

@@ -168,9 +168,12 @@ def test_compile_returns_and_stores_the_circuit(mlp, make_inputset):
     assert circuit.global_p_error <= 1e-3 * (1 + 1e-6)
     assert all(r["calibrated_range"] is not None for r in module.bitwidth_report())
     q = module.quantize_input(inputset)
-    np.testing.assert_array_equal(
-        module.quantized_forward(q, fhe="simulate"), module.quantized_forward(q)
+    # Simulation draws real PBS errors at this p_error: about one run in 20 of these 50 rows has
+    # a wrong row; more than 3 has probability below 1e-6, so more means the circuit is wrong.
+    wrong_rows = np.any(
+        module.quantized_forward(q, fhe="simulate") != module.quantized_forward(q), axis=1
     )
+    assert wrong_rows.sum() <= 3
 
 
 def test_pickled_module_recompiles_its_circuit(mlp, make_inputset):
