@@ -5,31 +5,50 @@ Layout of the zip::
     manifest.json    format and package versions, the estimator class, its constructor
                      parameters, the network's constructor arguments and hidden widths (pruning
                      changes them) and the fitted attributes
-    module/<i>.npy   one tensor of the network's state_dict each, written and read with
+    module/<i>.npy   one tensor of the network's state_dict each, written with
                      ``allow_pickle=False``
 
-Classes and functions among the parameters (activation, optimizer, criterion, ...) are stored as
-import paths ``"module:qualname"``; loading imports those modules and accepts only a class or a
-function. Nothing is unpickled, but training again calls those classes: load files from sources
-you would take code from. The FHE circuit is not saved: call ``compile(X)`` after loading.
+Classes among the parameters (activation, optimizer, criterion, ...) are stored as import paths
+``"module:qualname"``. A file may come from anyone, so ``load`` trusts nothing it declares:
+
+- an import path is looked up in the allow-list of its parameter (:mod:`.trusted_types`) and
+  is never imported; anything else is refused before any import or call, unless the caller
+  lists it in ``load(file, trusted=[...])``;
+- the archive is read through :mod:`qnn_sklearn.safe_zip`, which bounds every member as it
+  inflates and every JSON member before parsing;
+- the network's widths, layers and bit widths are bounded before anything is allocated, and
+  each array's ``.npy`` header (dtype, shape) is checked against those widths and against
+  the bytes the member really holds before its data is read.
+
+The FHE circuit is not saved: call ``compile(X)`` after loading.
 """
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import io
 import json
 import zipfile
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import torch
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.validation import check_is_fitted
 
-from .. import __version__
+from .. import __version__, safe_zip
 from .fhe_estimator import FHEEstimatorMixin
 from .qnn_module import SparseQuantNeuralNetwork, _rebuild
+from .saved_network import checked_widths, network_widths, read_state
+from .trusted_types import (
+    ACTIVATION,
+    ESTIMATOR,
+    PARAMETER_ROLES,
+    builtin_allow_list,
+    import_object,
+    import_path,
+    resolve_trusted,
+)
 
 FORMAT_NAME = "qnn_sklearn.estimator"
 FORMAT_VERSION = 1
@@ -39,6 +58,9 @@ MANIFEST = "manifest.json"
 _LABEL_DTYPE_KINDS = "biufUO"
 """numpy dtype kinds whose values a JSON list holds exactly (bool, int, float, str, object)."""
 _FITTED_INTEGERS = ("n_features_in_", "n_outputs_", "target_ndim_")
+
+MAX_NESTING = 16
+"""Deepest nesting of lists and dicts in a saved parameter."""
 
 
 def dump(estimator: FHEEstimatorMixin, file) -> None:
@@ -65,7 +87,7 @@ def dump(estimator: FHEEstimatorMixin, file) -> None:
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "qnn_sklearn_version": __version__,
-        "estimator": _import_path(type(estimator), "the estimator class"),
+        "estimator": _importable_path(type(estimator), "the estimator class"),
         # Names starting with "_" are skorch's bookkeeping, which the constructor rebuilds.
         "params": {
             name: _encode(value, f"parameter {name!r}")
@@ -87,34 +109,64 @@ def dump(estimator: FHEEstimatorMixin, file) -> None:
             archive.writestr(files[name], buffer.getvalue())
 
 
-def load(file) -> FHEEstimatorMixin:
+def load(file, trusted: Iterable | None = None) -> FHEEstimatorMixin:
     """Read an estimator written by ``dump``: fitted, ready to predict; compile it again for FHE.
+
+    The file is not trusted: every class it names must be on the allow-list of its parameter
+    (:mod:`qnn_sklearn.sklearn.trusted_types`) and every size it declares within the limits
+    of this module and of :mod:`qnn_sklearn.safe_zip`; otherwise ``ValueError``, raised
+    before anything the file names is imported or called.
 
     Parameters
     ----------
     file : str, path-like or binary file object
         What ``estimator.dump`` wrote.
+    trusted : iterable of classes, functions or "module:qualname" strings, optional
+        Your own classes or functions that the file may name (a custom loss, callback or
+        estimator subclass), accepted in any parameter. Strings are imported when ``load``
+        starts, because you named them; prefer passing the objects themselves.
     """
-    with _open_zip(file, "r") as archive:
+    trusted_objects = resolve_trusted(trusted)
+    if isinstance(file, io.TextIOBase):
+        raise TypeError("Open the file in binary mode ('rb' to load).")
+    with safe_zip.open_archive(file, "This file") as archive:
         manifest = _read_manifest(archive)
-        estimator_class = _import_object(manifest["estimator"], "the estimator class")
+        estimator_class = _resolve(
+            manifest.get("estimator"), _allowed(ESTIMATOR, trusted_objects), "the estimator class"
+        )
         if not (
-            isinstance(estimator_class, type) and issubclass(estimator_class, FHEEstimatorMixin)
+            inspect.isclass(estimator_class) and issubclass(estimator_class, FHEEstimatorMixin)
         ):
             raise ValueError(f"{manifest['estimator']!r} is not a qnn_sklearn estimator class.")
         params = {
-            name: _decode(value, f"parameter {name!r}")
-            for name, value in manifest["params"].items()
+            name: _decode(
+                value, f"parameter {name!r}", _allowed(PARAMETER_ROLES.get(name), trusted_objects)
+            )
+            for name, value in _object(manifest, "params").items()
         }
-        network_spec = manifest["network"]
-        state = {
-            name: torch.from_numpy(np.load(io.BytesIO(archive.read(path)), allow_pickle=False))
-            for name, path in network_spec["state"].items()
-        }
+        if params.get("module", SparseQuantNeuralNetwork) is not SparseQuantNeuralNetwork:
+            raise ValueError("parameter 'module': load rebuilds only SparseQuantNeuralNetwork.")
+        network_spec = _object(manifest, "network")
+        init_kwargs = _decode(
+            network_spec.get("init_kwargs"),
+            "the network's init_kwargs",
+            _allowed(ACTIVATION, trusted_objects),
+        )
+        if not isinstance(init_kwargs, dict):
+            raise ValueError(f"{MANIFEST}: network.init_kwargs must be an object.")
+        full_widths = network_widths(init_kwargs, "network.init_kwargs")
+        widths = checked_widths(network_spec.get("hidden_widths"), full_widths)
+        state = read_state(archive, network_spec.get("state"), widths)
     estimator = estimator_class(**params)
-    _restore_fitted(estimator, manifest["fitted"])
-    init_kwargs = _decode(network_spec["init_kwargs"], "the network's init_kwargs")
-    network = _rebuild(init_kwargs, network_spec["hidden_widths"], state).eval()
+    _restore_fitted(estimator, _object(manifest, "fitted"))
+    # skorch's initialize() builds a network from these before the saved one replaces it.
+    network_widths(estimator.get_params_for("module"), "the module__ parameters and fitted sizes")
+    try:
+        network = _rebuild(init_kwargs, widths[1:-1], state).eval()
+    except RuntimeError as error:
+        raise ValueError(
+            f"{MANIFEST}: network.state does not fit network.init_kwargs: {error}"
+        ) from None
     _install_network(estimator, network)
     return estimator
 
@@ -138,17 +190,13 @@ def _install_network(estimator: FHEEstimatorMixin, network: SparseQuantNeuralNet
 def _open_zip(file, mode: str) -> zipfile.ZipFile:
     if isinstance(file, io.TextIOBase):
         raise TypeError("Open the file in binary mode ('wb' to dump, 'rb' to load).")
-    try:
-        return zipfile.ZipFile(file, mode, compression=zipfile.ZIP_DEFLATED)
-    except zipfile.BadZipFile:
-        raise ValueError("This is not a file written by dump (not a zip archive).") from None
+    return zipfile.ZipFile(file, mode, compression=zipfile.ZIP_DEFLATED)
 
 
 def _read_manifest(archive: zipfile.ZipFile) -> dict:
-    try:
-        manifest = json.loads(archive.read(MANIFEST))
-    except KeyError:
-        raise ValueError(f"This zip has no {MANIFEST}: it was not written by dump.") from None
+    if MANIFEST not in archive.namelist():
+        raise ValueError(f"This zip has no {MANIFEST}: it was not written by dump.")
+    manifest = safe_zip.read_json_member(archive, MANIFEST)
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         raise ValueError(f"{MANIFEST} does not describe a {FORMAT_NAME} file.")
     version = manifest.get("format_version")
@@ -159,6 +207,13 @@ def _read_manifest(archive: zipfile.ZipFile) -> dict:
             f"version {FORMAT_VERSION}. Load it with the qnn_sklearn version that wrote it."
         )
     return manifest
+
+
+def _object(container: dict, key: str) -> dict:
+    value = container.get(key)
+    if not isinstance(value, dict):
+        raise ValueError(f"{MANIFEST}: {key!r} must be a JSON object, got {type(value).__name__}.")
+    return value
 
 
 # -- parameters: JSON values and import paths -------------------------------------------------
@@ -177,7 +232,7 @@ def _encode(value, where: str):
         items = {key: _encode(item, f"{where}[{key!r}]") for key, item in value.items()}
         return {"kind": "dict", "value": items}
     if inspect.isclass(value) or inspect.isfunction(value):
-        return {"kind": "import", "value": _import_path(value, where)}
+        return {"kind": "import", "value": _importable_path(value, where)}
     raise ValueError(
         f"Cannot dump {where} = {value!r}: only None, numbers, strings, lists, tuples, dicts "
         "with string keys and importable classes or functions are saved without pickle. "
@@ -185,25 +240,52 @@ def _encode(value, where: str):
     )
 
 
-def _decode(value, where: str):
+def _decode(value, where: str, allowed: Mapping[str, object], depth: int = 0):
+    """Inverse of :func:`_encode`; an import path must be a key of ``allowed``."""
+    if depth > MAX_NESTING:
+        raise ValueError(f"{where} nests lists and dicts more than {MAX_NESTING} deep.")
     if not isinstance(value, dict):
+        if isinstance(value, list):
+            raise ValueError(f"{where}: a bare JSON list is not something dump writes.")
         return value
     kind, items = value.get("kind"), value.get("value")
-    if kind in ("list", "tuple"):
-        decoded = [_decode(item, f"{where}[{index}]") for index, item in enumerate(items)]
+    if kind in ("list", "tuple") and isinstance(items, list):
+        decoded = [
+            _decode(item, f"{where}[{index}]", allowed, depth + 1)
+            for index, item in enumerate(items)
+        ]
         return decoded if kind == "list" else tuple(decoded)
-    if kind == "dict":
-        return {key: _decode(item, f"{where}[{key!r}]") for key, item in items.items()}
+    if kind == "dict" and isinstance(items, dict):
+        return {
+            key: _decode(item, f"{where}[{key!r}]", allowed, depth + 1)
+            for key, item in items.items()
+        }
     if kind == "import":
-        return _import_object(items, where)
+        return _resolve(items, allowed, where)
     raise ValueError(f"{where} has an unknown kind {kind!r} in {MANIFEST}.")
 
 
-def _import_path(obj, where: str) -> str:
+def _allowed(role: str | None, trusted: Mapping[str, object]) -> dict[str, object]:
+    """Import paths a parameter of that role may name: the role's built-in list, the user's."""
+    return {**builtin_allow_list().get(role, {}), **trusted}
+
+
+def _resolve(path, allowed: Mapping[str, object], where: str):
+    """The allow-listed object at ``path``; nothing is imported."""
+    if isinstance(path, str) and path in allowed:
+        return allowed[path]
+    raise ValueError(
+        f"{where}: {path!r} is not on the allow-list of classes load may call there, so it "
+        "was neither imported nor called. If you trust this file and the class, pass it: "
+        "qnn_sklearn.load(file, trusted=[TheClass])."
+    )
+
+
+def _importable_path(obj, where: str) -> str:
     """``"module:qualname"`` of ``obj``, checked to import back to the very same object."""
-    path = f"{obj.__module__}:{obj.__qualname__}"
+    path = import_path(obj)
     try:
-        found = _import_object(path, where)
+        found = import_object(path)
     except ValueError:
         found = None
     if found is not obj:
@@ -213,27 +295,6 @@ def _import_path(obj, where: str) -> str:
             "a module."
         )
     return path
-
-
-def _import_object(path: str, where: str):
-    """The class or function at ``path``; anything else is refused."""
-    module_name, _, qualname = str(path).partition(":")
-    if not module_name or not qualname:
-        raise ValueError(f"{where}: {path!r} is not an import path 'module:qualname'.")
-    try:
-        obj = importlib.import_module(module_name)
-        for attribute in qualname.split("."):
-            obj = getattr(obj, attribute)
-    except (ImportError, AttributeError) as error:
-        raise ValueError(
-            f"{where}: cannot import {path!r} ({error}); install what defines it."
-        ) from None
-    if not (inspect.isclass(obj) or inspect.isfunction(obj)):
-        raise ValueError(
-            f"{where}: {path!r} is a {type(obj).__name__}, not a class or a function; "
-            "refusing to load it."
-        )
-    return obj
 
 
 # -- fitted attributes -------------------------------------------------------------------------
@@ -252,10 +313,18 @@ def _fitted_to_json(estimator) -> dict:
 
 def _restore_fitted(estimator, fitted: dict) -> None:
     for name in _FITTED_INTEGERS:
+        if name not in fitted and name != "target_ndim_":  # only regressors have that one
+            raise ValueError(f"{MANIFEST}: fitted.{name} is missing.")
         if name in fitted:
-            setattr(estimator, name, int(fitted[name]))
+            value = safe_zip.declared_int(
+                fitted[name], f"{MANIFEST}: fitted.{name}", safe_zip.MAX_DECLARED_WIDTH
+            )
+            setattr(estimator, name, value)
     if "feature_names_in_" in fitted:
-        estimator.feature_names_in_ = np.asarray(fitted["feature_names_in_"], dtype=object)
+        names = fitted["feature_names_in_"]
+        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+            raise ValueError(f"{MANIFEST}: fitted.feature_names_in_ must be a list of strings.")
+        estimator.feature_names_in_ = np.asarray(names, dtype=object)
     if "classes" in fitted:
         estimator.label_encoder_ = LabelEncoder()
         estimator.label_encoder_.classes_ = _labels_from_json(fitted["classes"])
@@ -274,8 +343,11 @@ def _labels_to_json(classes: np.ndarray) -> dict:
     return {"dtype": classes.dtype.str, "values": classes.tolist()}
 
 
-def _labels_from_json(labels: dict) -> np.ndarray:
-    dtype = np.dtype(labels["dtype"])
+def _labels_from_json(labels) -> np.ndarray:
+    values = labels.get("values") if isinstance(labels, dict) else None
+    if not isinstance(values, list):
+        raise ValueError(f"{MANIFEST}: fitted.classes must hold a list of values.")
+    dtype = safe_zip.declared_dtype(labels.get("dtype"), len(values), "fitted.classes.dtype")
     if dtype.kind not in _LABEL_DTYPE_KINDS:
         raise ValueError(f"Class labels of dtype {dtype} are not something dump writes.")
-    return np.asarray(labels["values"], dtype=dtype)
+    return np.asarray(values, dtype=dtype)
