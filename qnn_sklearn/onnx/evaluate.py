@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from ..quantization.stages import ACTIVATIONS
+from ..quantization.stages import ACTIVATIONS, BINARY_OPERATIONS
 
 
 def _gemm(a, b, c=None, alpha=1.0, beta=1.0, transA=0, transB=0):
@@ -35,10 +35,8 @@ def _reshape(x, shape, allowzero=0):
 _EVALUATORS = {
     "Gemm": _gemm,
     "MatMul": lambda a, b: a @ b,
-    "Add": np.add,
-    "Sub": np.subtract,
-    "Mul": np.multiply,
-    "Div": np.divide,
+    **BINARY_OPERATIONS,
+    "PRelu": lambda x, slope: np.where(x >= 0, x, slope * x),
     "Quant": _quant,
     "Reshape": _reshape,
     "Flatten": lambda x, axis=1: x.reshape(x.shape[0], -1),
@@ -46,6 +44,13 @@ _EVALUATORS = {
     "Dropout": lambda x, *args, **kwargs: x,
     **{op: function for op, function in ACTIVATIONS.items() if op != "Identity"},
 }
+
+
+def _attribute(attribute: onnx.AttributeProto):
+    """The attribute's value; text as ``str`` (e.g. Gelu's ``approximate``), as the stages
+    compare it."""
+    value = onnx.helper.get_attribute_value(attribute)
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def evaluate_onnx(model: onnx.ModelProto, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -65,7 +70,7 @@ def evaluate_onnx(model: onnx.ModelProto, x: np.ndarray) -> dict[str, np.ndarray
             continue
         if node.op_type not in _EVALUATORS:
             raise ValueError(f"Unsupported ONNX operator {node.op_type!r} (node {node.name!r}).")
-        attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        inputs = [values[name] for name in node.input if name]
+        attributes = {a.name: _attribute(a) for a in node.attribute}
+        inputs = [values[name] if name else None for name in node.input]  # "": input absent
         values[node.output[0]] = _EVALUATORS[node.op_type](*inputs, **attributes)
     return values

@@ -61,6 +61,17 @@ class PostTrainingOptions:
         return UniformQuantizer.from_values(options, self.calibration[tensor_name])
 
 
+class UnsupportedOperatorError(ValueError):
+    """The graph holds an ONNX operator that no class of the op registry translates."""
+
+    def __init__(self, op_type: str, node_name: str, supported):
+        super().__init__(
+            f"Unsupported ONNX operator {op_type!r} (node {node_name!r}). "
+            f"Supported: {', '.join(sorted(supported))}."
+        )
+        self.op_type = op_type
+
+
 MAX_LOOKUP_BITS = 16
 """Widest table lookup concrete-python compiles."""
 
@@ -69,6 +80,8 @@ def _activation_tables(x: Encrypted, quantizer: UniformQuantizer, n_values: int)
     """``tables[j, v]``: feature j's quantized activation for stored accumulator value v."""
     values = np.arange(n_values)
     view = apply_stages(x.stages, values[:, None])
+    if np.isnan(view).any():  # e.g. a division by zero: it has no integer to round to
+        raise ValueError("An activation is not a number (NaN) for some accumulator value.")
     return quantizer.quant(np.broadcast_to(view, (n_values, len(x.span)))).T
 
 
@@ -260,10 +273,7 @@ class ModuleBuilder:
         values[data_inputs[0].name] = ClearInput(self.graph_input_shape)
         for node in graph.node:
             if node.op_type not in op_registry:
-                raise ValueError(
-                    f"Unsupported ONNX operator {node.op_type!r} (node {node.name!r}). "
-                    f"Supported: {', '.join(sorted(op_registry))}."
-                )
+                raise UnsupportedOperatorError(node.op_type, node.name, op_registry)
             op = op_registry[node.op_type](
                 {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
             )

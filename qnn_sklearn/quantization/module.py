@@ -45,6 +45,22 @@ threads use the cores one prediction leaves idle: 1.25× to 1.8× the rows/s on 
 depending on how busy one run already keeps them (benchmarks/README.md, "Cores")."""
 
 
+def check_error_probability(name: str, value) -> None:
+    """ValueError unless ``value`` is None or a probability strictly between 0 and 1.
+
+    concrete-python accepts any number and picks parameters from it; the circuit then errs
+    in ways its simulation does not reproduce (p_error=2.0: simulation differed from clear on
+    2 rows of 3, issue 13).
+    """
+    if value is None:
+        return
+    is_number = isinstance(value, int | float | np.integer | np.floating)
+    if isinstance(value, bool) or not is_number or not 0.0 < value < 1.0:
+        raise ValueError(
+            f"{name} is a probability: it must be in (0, 1), exclusive; got {value!r}."
+        )
+
+
 def check_fhe_mode(fhe_mode: str) -> str:
     if fhe_mode not in FHE_MODES:
         raise ValueError(f"fhe must be one of {FHE_MODES}, got {fhe_mode!r}.")
@@ -283,8 +299,11 @@ class QuantizedModule:
 
         Bit widths come from the certified bounds (hints on every accumulator and lookup), so
         the inputset only needs to be representative: it sets the calibrated ranges reported
-        by :meth:`bitwidth_report`. The grid's extreme inputs are added to it.
+        by :meth:`bitwidth_report`. The grid's extreme inputs are added to it. ``p_error``
+        and ``global_p_error`` must be in (0, 1).
         """
+        check_error_probability("p_error", p_error)
+        check_error_probability("global_p_error", global_p_error)
         q_x = self.quantize_input(inputset)
         self.calibrate(q_x)
         options = self.input_quantizer.options

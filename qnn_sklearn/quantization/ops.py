@@ -10,7 +10,14 @@ import numpy as np
 from onnx import numpy_helper
 
 from .quantizers import QuantizationOptions, UniformQuantizer
-from .stages import ACTIVATIONS, Activation, Affine, append_stage
+from .stages import (
+    ACTIVATIONS,
+    BINARY_OPERATIONS,
+    Activation,
+    Affine,
+    Combination,
+    append_stage,
+)
 from .values import ClearInput, Constant, Encrypted, QuantizedConstant
 
 
@@ -136,8 +143,12 @@ class QuantizedBrevitasQuant(QuantizedOp):
 class QuantizedActivation(QuantizedOp):
     """An elementwise activation: appended to the float view, fused into the next lookup."""
 
+    def stage(self, inputs: list, node_name: str) -> Activation:
+        """The activation as a stage; its parameters are the node's attributes."""
+        return Activation(self.op_type, **self.attributes)
+
     def apply(self, builder, inputs, names, node_name):
-        stage = Activation(self.op_type, **self.attributes)
+        stage = self.stage(inputs, node_name)
         x = inputs[0]
         if isinstance(x, Constant):
             return Constant(stage(x.value))
@@ -151,8 +162,39 @@ def _activation_class(op_type: str):
     return type(f"Quantized{op_type}", (QuantizedActivation,), {"op_type": op_type})
 
 
+class QuantizedClip(QuantizedActivation):
+    """``Clip(x, min, max)`` with constant bounds (ReLU6, Hardtanh); either may be absent."""
+
+    op_type = "Clip"
+
+    def stage(self, inputs, node_name):
+        bounds = {}
+        for name, value in zip(("low", "high"), inputs[1:3]):
+            if value is not None:
+                bound = _float_value(value, f"{node_name}: a Clip bound")
+                _require(bound.size == 1, f"{node_name}: Clip bounds must be scalars.")
+                bounds[name] = bound.item()
+        return Activation(self.op_type, **bounds)
+
+
+class QuantizedPRelu(QuantizedActivation):
+    """``PRelu(x, slope)`` with one learned slope: a LeakyRelu with that slope."""
+
+    op_type = "PRelu"
+
+    def stage(self, inputs, node_name):
+        slope = _float_value(inputs[1], f"{node_name}: the PRelu slope")
+        _require(
+            slope.size == 1,
+            f"{node_name}: PReLU with one slope per channel is not supported; use "
+            "torch.nn.PReLU(num_parameters=1).",
+        )
+        return Activation("LeakyRelu", alpha=slope.item())
+
+
 class QuantizedElementwiseArithmetic(QuantizedOp):
-    """Add, Sub, Mul, Div with one constant operand: an affine stage on the float view."""
+    """Add, Sub, Mul, Div with one constant operand: an affine stage on the float view; of
+    two functions of the same encrypted tensor: a :class:`~.stages.Combination`."""
 
     def _affine(self, constant: np.ndarray, constant_first: bool) -> Affine:
         if self.op_type == "Add":
@@ -167,8 +209,9 @@ class QuantizedElementwiseArithmetic(QuantizedOp):
     def apply(self, builder, inputs, names, node_name):
         a, b = inputs
         if isinstance(a, Constant) and isinstance(b, Constant):
-            operation = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply}
-            return Constant(operation.get(self.op_type, np.divide)(a.value, b.value))
+            return Constant(BINARY_OPERATIONS[self.op_type](a.value, b.value))
+        if isinstance(a, Encrypted) and isinstance(b, Encrypted):
+            return self._combine(a, b, node_name)
         constant_first = isinstance(a, (Constant, QuantizedConstant))
         x, constant = (b, a) if constant_first else (a, b)
         _require(
@@ -179,6 +222,17 @@ class QuantizedElementwiseArithmetic(QuantizedOp):
         if isinstance(x, ClearInput):
             return ClearInput(x.feature_shape, x.preprocessing + (stage,))
         return Encrypted(x.span, append_stage(x.stages, stage), None, producer=x.producer)
+
+    def _combine(self, a: Encrypted, b: Encrypted, node_name: str) -> Encrypted:
+        """Two float views of the same stored integers (a fork that joins again, as in SiLU's
+        ``x · sigmoid(x)``): still one elementwise function of those integers."""
+        _require(
+            a.producer is b.producer and np.array_equal(a.span, b.span),
+            f"{node_name}: {self.op_type} of two different activations is not supported; only "
+            "of two functions of the same tensor (e.g. x * sigmoid(x)).",
+        )
+        stage = Combination(self.op_type, a.stages, b.stages)
+        return Encrypted(a.span, (stage,), None, producer=a.producer)
 
 
 def _arithmetic_class(op_type: str):
@@ -262,7 +316,9 @@ ONNX_OPS_TO_QUANTIZED_IMPL: dict[str, type[QuantizedOp]] = {
     "Identity": QuantizedIdentity,
     "Constant": QuantizedConstantNode,
     "Dropout": QuantizedIdentity,
-    **{op: _arithmetic_class(op) for op in ("Add", "Sub", "Mul", "Div")},
-    **{op: _activation_class(op) for op in ACTIVATIONS if op != "Identity"},
+    "Clip": QuantizedClip,
+    "PRelu": QuantizedPRelu,
+    **{op: _arithmetic_class(op) for op in BINARY_OPERATIONS},
+    **{op: _activation_class(op) for op in ACTIVATIONS if op not in ("Identity", "Clip")},
 }
 """ONNX op type → the class that translates it into the integer program."""

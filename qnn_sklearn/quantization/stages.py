@@ -12,6 +12,7 @@ post-processing without unpickling anything.
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import erf
 
 
 class Stage:
@@ -59,6 +60,21 @@ def _elu(x, alpha=1.0):
     return np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0.0)))
 
 
+def _celu(x, alpha=1.0):
+    return np.maximum(x, 0.0) + np.minimum(0.0, alpha * np.expm1(np.minimum(x, 0.0) / alpha))
+
+
+def _gelu(x, approximate="none"):
+    if approximate == "tanh":
+        return 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x**3)))
+    return 0.5 * x * (1.0 + erf(x / np.sqrt(2.0)))
+
+
+def _clip(x, low=None, high=None):
+    """ONNX Clip: its bounds are optional inputs (absent: unbounded on that side)."""
+    return np.clip(x, -np.inf if low is None else low, np.inf if high is None else high)
+
+
 _SELU_ALPHA = 1.6732632423543772
 _SELU_GAMMA = 1.0507009873554805
 
@@ -72,6 +88,11 @@ ACTIVATIONS = {
     "Softplus": _softplus,
     "Identity": lambda x: x,
     "HardSigmoid": lambda x, alpha=0.2, beta=0.5: np.clip(alpha * x + beta, 0.0, 1.0),
+    "HardSwish": lambda x: x * np.clip(x / 6.0 + 0.5, 0.0, 1.0),
+    "Celu": _celu,
+    "Gelu": _gelu,
+    "Clip": _clip,
+    "Abs": np.abs,
 }
 """numpy implementations of the activations an MLP export contains, by ONNX op type."""
 
@@ -85,7 +106,7 @@ class Activation(Stage):
         if op_type not in ACTIVATIONS:
             raise ValueError(f"No numpy implementation of activation {op_type!r}.")
         self.op_type = op_type
-        self.attributes = {name: float(value) for name, value in attributes.items()}
+        self.attributes = {name: _attribute(value) for name, value in attributes.items()}
 
     def __call__(self, x):
         return ACTIVATIONS[self.op_type](np.asarray(x, dtype=np.float64), **self.attributes)
@@ -94,12 +115,64 @@ class Activation(Stage):
         return {"kind": self.kind, "op_type": self.op_type, "attributes": self.attributes}
 
 
-def stage_from_json(data: dict) -> Stage:
-    """Inverse of :meth:`Stage.to_json`."""
+def _attribute(value) -> float | str:
+    """An ONNX attribute as JSON holds it: a number, or text (e.g. Gelu's ``approximate``)."""
+    if isinstance(value, bytes):
+        return value.decode()
+    return value if isinstance(value, str) else float(value)
+
+
+BINARY_OPERATIONS = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}
+"""The arithmetic ONNX op types that combine two tensors elementwise."""
+
+
+class Combination(Stage):
+    """``left(x) op right(x)``: two chains of stages on the same stored integers, combined.
+
+    torch exports SiLU as ``x · sigmoid(x)``, Mish as ``x · tanh(softplus(x))``, Softsign as
+    ``x / (1 + |x|)``: the graph forks and joins again before the next quantizer. Both
+    branches read the same stored integer, so the result is still one elementwise function of
+    it, and one table lookup.
+    """
+
+    kind = "combination"
+
+    def __init__(self, op_type: str, left: tuple[Stage, ...], right: tuple[Stage, ...]):
+        if op_type not in BINARY_OPERATIONS:
+            raise ValueError(f"No elementwise combination {op_type!r}.")
+        self.op_type, self.left, self.right = op_type, tuple(left), tuple(right)
+
+    def __call__(self, x):
+        operation = BINARY_OPERATIONS[self.op_type]
+        return operation(apply_stages(self.left, x), apply_stages(self.right, x))
+
+    def to_json(self):
+        return {
+            "kind": self.kind,
+            "op_type": self.op_type,
+            "left": [stage.to_json() for stage in self.left],
+            "right": [stage.to_json() for stage in self.right],
+        }
+
+
+MAX_COMBINATION_DEPTH = 8
+"""Combinations nested deeper are refused when read from JSON (an exported MLP nests one)."""
+
+
+def stage_from_json(data: dict, depth: int = 0) -> Stage:
+    """Inverse of :meth:`Stage.to_json`; ``depth`` counts the enclosing combinations."""
     if data["kind"] == Affine.kind:
         return Affine(data["scale"], data["offset"])
     if data["kind"] == Activation.kind:
         return Activation(data["op_type"], **data["attributes"])
+    if data["kind"] == Combination.kind:
+        if depth >= MAX_COMBINATION_DEPTH:
+            raise ValueError(f"Stages nest more than {MAX_COMBINATION_DEPTH} combinations.")
+        left, right = (
+            tuple(stage_from_json(item, depth + 1) for item in data[side])
+            for side in ("left", "right")
+        )
+        return Combination(data["op_type"], left, right)
     raise ValueError(f"Unknown stage kind {data['kind']!r}.")
 
 

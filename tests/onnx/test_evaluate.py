@@ -18,6 +18,17 @@ ACTIVATIONS = [
     torch.nn.Softplus(),
     torch.nn.Softplus(beta=2.0),
     torch.nn.Hardsigmoid(),
+    torch.nn.ReLU6(),
+    torch.nn.Hardtanh(-2.0, 0.5),
+    torch.nn.GELU(),
+    torch.nn.GELU(approximate="tanh"),
+    torch.nn.Hardswish(),
+    torch.nn.CELU(alpha=0.6),
+    torch.nn.PReLU(init=0.3),
+    torch.nn.SiLU(),
+    torch.nn.Mish(),
+    torch.nn.Softsign(),
+    torch.nn.Tanhshrink(),
 ]
 
 
@@ -107,10 +118,28 @@ class ReshapeNet(torch.nn.Module):
         return self.fc(x.reshape(-1, 4))
 
 
+class UpperClampNet(torch.nn.Module):
+    """``clamp(max=...)`` exports a Clip whose ``min`` input is absent (an empty name)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1 = torch.nn.Linear(4, 8)
+        self.fc2 = torch.nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.fc2(torch.clamp(self.fc1(x), max=0.3))
+
+
 @pytest.mark.parametrize(
     ("model_class", "input_shape"),
-    [(Arithmetic, (4,)), (MatMulNet, (4,)), (FlattenNet, (2, 2)), (ReshapeNet, (2, 2))],
-    ids=["arithmetic", "matmul", "flatten", "reshape"],
+    [
+        (Arithmetic, (4,)),
+        (MatMulNet, (4,)),
+        (FlattenNet, (2, 2)),
+        (ReshapeNet, (2, 2)),
+        (UpperClampNet, (4,)),
+    ],
+    ids=["arithmetic", "matmul", "flatten", "reshape", "upper-clamp"],
 )
 def test_evaluator_matches_torch_on_other_ops(model_class, input_shape):
     torch.manual_seed(24)

@@ -222,6 +222,32 @@ def test_bad_input_is_named(ptq_relu_mlp, x, match, entry):
     assert module.fhe_circuit is circuit  # a failed compile leaves the module as it was
 
 
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"p_error": 2.0},
+        {"p_error": -1.0},
+        {"p_error": 0.0},
+        {"p_error": 1.0},
+        {"p_error": float("nan")},
+        {"p_error": "0.1"},
+        {"p_error": True},
+        {"global_p_error": 5.0},
+        {"global_p_error": 0},
+        {"p_error": 1e-3, "global_p_error": 1.0},
+    ],
+    ids=repr,
+)
+def test_error_probabilities_outside_zero_one_are_refused(ptq_relu_mlp, kwargs):
+    """concrete-python accepts them, and simulation then disagrees with clear."""
+    module = ptq_relu_mlp.module
+    circuit = module.fhe_circuit
+    name = "global_p_error" if "global_p_error" in kwargs else "p_error"
+    with pytest.raises(ValueError, match=rf"^{name} is a probability: it must be in \(0, 1\)"):
+        module.compile(ptq_relu_mlp.inputset, **kwargs)
+    assert module.fhe_circuit is circuit  # refused before anything was compiled
+
+
 def test_empty_list_is_reported_as_empty_input(ptq_relu_mlp):
     """``[]`` holds zero samples; the error must say the input is empty, not that a
     (1, 0)-shaped batch has the wrong number of features."""

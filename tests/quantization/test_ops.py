@@ -11,6 +11,8 @@ import torch
 from qnn_sklearn.onnx import export_torch_to_onnx
 from qnn_sklearn.quantization import ONNX_OPS_TO_QUANTIZED_IMPL
 from qnn_sklearn.quantization.ops import QuantizedActivation
+from qnn_sklearn.quantization.program import LookupStep
+from qnn_sklearn.quantization.stages import Activation
 from qnn_sklearn.torch import build_torch_model
 
 TORCH_ACTIVATIONS = {
@@ -22,8 +24,23 @@ TORCH_ACTIVATIONS = {
     "LeakyRelu": lambda: torch.nn.LeakyReLU(0.1),
     "Softplus": torch.nn.Softplus,
     "HardSigmoid": torch.nn.Hardsigmoid,
+    "Clip": torch.nn.ReLU6,
+    "Gelu": torch.nn.GELU,
+    "HardSwish": torch.nn.Hardswish,
+    "Celu": lambda: torch.nn.CELU(alpha=0.6),
+    "Abs": torch.nn.Softsign,  # x / (1 + |x|): an Abs, and a Div of two views of x
+    "PRelu": lambda: torch.nn.PReLU(init=0.3),
 }
 """ONNX op type → a torch module that exports to it."""
+
+FORKED_ACTIVATIONS = {
+    "SiLU": (torch.nn.SiLU, "Mul"),
+    "Mish": (torch.nn.Mish, "Mul"),
+    "Tanhshrink": (torch.nn.Tanhshrink, "Sub"),
+    "Softsign": (torch.nn.Softsign, "Div"),
+}
+"""torch activations exported as a fork of the tensor that joins again (``x · sigmoid(x)``),
+and the ONNX op type that joins it."""
 
 
 def node_types(model: torch.nn.Module, inputset: np.ndarray) -> list[str]:
@@ -143,3 +160,69 @@ def test_other_mlp_operators(make_model, input_shape, expected_ops, stress_input
     np.testing.assert_array_equal(
         module.quantized_forward(q, fhe="simulate"), module.quantized_forward(q)
     )
+
+
+@pytest.mark.parametrize("name", sorted(FORKED_ACTIVATIONS))
+def test_forked_activation_is_one_lookup(name, mlp, make_inputset, stress_inputs):
+    """The two branches of ``x · sigmoid(x)`` and the like read the same accumulator: the
+    integer model keeps one lookup per neuron, simulates bit-exactly, and at 8 bits stays
+    within a few output steps of torch."""
+    torch.manual_seed(16)
+    make, join = FORKED_ACTIVATIONS[name]
+    model = mlp(torch.nn.Linear(2, 8), make(), torch.nn.Linear(8, 8), make(), torch.nn.Linear(8, 3))
+    inputset = make_inputset(300, n_features=2, seed=17)
+    assert node_types(model, inputset).count(join) == 2
+    module = build_torch_model(model, inputset, n_bits=3)
+    lookups = [step for step in module.layer_steps if isinstance(step, LookupStep)]
+    assert [len(step.tables) for step in lookups] == [8, 8]
+    module.compile(inputset)
+    q = module.quantize_input(stress_inputs(inputset, 300))
+    clear = module.quantized_forward(q)
+    np.testing.assert_array_equal(module.quantized_forward(q, fhe="simulate"), clear)
+    assert len(np.unique(clear, axis=0)) > 10
+    # 8 bits, one hidden layer (two keep the accumulators <= 16 bits): close to torch
+    model = mlp(torch.nn.Linear(2, 8), make(), torch.nn.Linear(8, 3))
+    reference = float_output(model, inputset)
+    error = np.abs(build_torch_model(model, inputset, n_bits=8).forward(inputset) - reference)
+    assert error.max() <= 6 * np.ptp(reference) / 2**8
+
+
+def test_gelu_tanh_approximation_is_its_own_function(mlp, make_inputset):
+    """GELU(approximate="tanh") exports the attribute, the stage computes torch's tanh
+    formula (not the erf one), and at 8 bits the integer model follows torch."""
+    torch.manual_seed(18)
+    model = mlp(torch.nn.Linear(2, 8), torch.nn.GELU(approximate="tanh"), torch.nn.Linear(8, 3))
+    inputset = make_inputset(300, n_features=2, seed=19)
+    graph = export_torch_to_onnx(model, torch.tensor(inputset)).graph
+    (gelu,) = [node for node in graph.node if node.op_type == "Gelu"]
+    assert [(a.name, a.s) for a in gelu.attribute] == [("approximate", b"tanh")]
+    x = np.linspace(-6, 6, 1001)
+    with torch.no_grad():
+        torch_tanh_gelu = torch.nn.functional.gelu(torch.tensor(x), approximate="tanh").numpy()
+    np.testing.assert_allclose(
+        Activation("Gelu", approximate=b"tanh")(x), torch_tanh_gelu, atol=1e-12
+    )
+    assert np.abs(Activation("Gelu")(x) - torch_tanh_gelu).max() > 1e-4  # a different curve
+    reference = float_output(model, inputset)
+    error = np.abs(build_torch_model(model, inputset, n_bits=8).forward(inputset) - reference)
+    assert error.max() <= 6 * np.ptp(reference) / 2**8
+
+
+def test_two_different_activations_cannot_be_combined(make_inputset):
+    """The product of two layers' outputs is not one function of one accumulator: refused."""
+
+    class TwoBranches(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.first = torch.nn.Linear(2, 4)
+            self.a, self.b = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)
+            self.out = torch.nn.Linear(4, 3)
+
+        def forward(self, x):
+            hidden = torch.relu(self.first(x))
+            return self.out(torch.relu(self.a(hidden)) * torch.relu(self.b(hidden)))
+
+    torch.manual_seed(20)
+    inputset = make_inputset(50, n_features=2, seed=21)
+    with pytest.raises(ValueError, match="Mul of two different activations"):
+        build_torch_model(TwoBranches().eval(), inputset, n_bits=3)

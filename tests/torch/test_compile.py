@@ -307,11 +307,10 @@ def _conv_net():
     [
         (lambda: torch.nn.Softmax(dim=1), "Unsupported ONNX operator 'Softmax'"),
         (lambda: torch.nn.LayerNorm(8), "Unsupported ONNX operator 'LayerNormalization'"),
-        (lambda: torch.nn.GELU(), "Unsupported ONNX operator 'Gelu'"),
-        (lambda: torch.nn.ReLU6(), "Unsupported ONNX operator 'Clip'"),
-        (lambda: torch.nn.SiLU(), "Mul of two activations is not supported"),
+        (lambda: torch.nn.LogSigmoid(), "Unsupported ONNX operator 'Log'"),
+        (lambda: torch.nn.Softshrink(), "Unsupported ONNX operator 'Greater'"),
     ],
-    ids=["softmax", "layernorm", "gelu", "relu6", "silu"],
+    ids=["softmax", "layernorm", "logsigmoid", "softshrink"],
 )
 @pytest.mark.parametrize("entry", [build_torch_model, compile_torch_model])
 def test_unsupported_torch_layers_are_named(layer, match, entry, mlp, make_inputset):
@@ -324,3 +323,12 @@ def test_unsupported_conv_is_named():
     inputset = np.random.default_rng(38).normal(size=(20, 1, 4)).astype(np.float32)
     with pytest.raises(ValueError, match="Unsupported ONNX operator 'Conv'"):
         compile_torch_model(_conv_net().eval(), inputset)
+
+
+@pytest.mark.parametrize("kwargs", [{"p_error": 2.0}, {"global_p_error": -0.5}], ids=repr)
+def test_compile_torch_model_refuses_error_probabilities_outside_zero_one(
+    kwargs, small_mlp, make_inputset
+):
+    (name,) = kwargs
+    with pytest.raises(ValueError, match=rf"^{name} is a probability"):
+        compile_torch_model(small_mlp, make_inputset(20), **kwargs)
