@@ -90,19 +90,21 @@ def open_archive(file, what: str) -> zipfile.ZipFile:
     return archive
 
 
-def read_member(archive: zipfile.ZipFile, name: str) -> bytes:
+def read_member(archive: zipfile.ZipFile, name: str, is_json: bool = False) -> bytes:
     """The inflated bytes of member ``name``, read in chunks and refused past
-    :data:`MAX_MEMBER_BYTES` (whatever its header says); the CRC is checked at the end."""
+    :data:`MAX_MEMBER_BYTES` (:data:`MAX_JSON_BYTES` for a JSON member), whatever its header
+    says; the CRC is checked at the end."""
+    limit, constant = (
+        (MAX_JSON_BYTES, "MAX_JSON_BYTES") if is_json else (MAX_MEMBER_BYTES, "MAX_MEMBER_BYTES")
+    )
     buffer = io.BytesIO()
-    _stream_member(archive, name, MAX_MEMBER_BYTES, "MAX_MEMBER_BYTES", buffer)
+    _stream_member(archive, name, limit, constant, buffer)
     return buffer.getvalue()
 
 
 def read_json_member(archive: zipfile.ZipFile, name: str):
     """Member ``name`` parsed as UTF-8 JSON, refused past :data:`MAX_JSON_BYTES`."""
-    buffer = io.BytesIO()
-    _stream_member(archive, name, MAX_JSON_BYTES, "MAX_JSON_BYTES", buffer)
-    text = buffer.getvalue()
+    text = read_member(archive, name, is_json=True)
     try:
         return json.loads(text.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:

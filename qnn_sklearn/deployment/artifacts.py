@@ -4,7 +4,10 @@
 pre-processing, input quantizer, output stages, post-processing) + ``versions.json``.
 ``server.zip`` = concrete-python's ``Server.save`` archive + ``versions.json``.
 
-Nothing here is pickled: every object is rebuilt from plain JSON by the functions below.
+Nothing here is pickled: every object is rebuilt from plain JSON by the functions below. The
+archives may come from anyone: they are read through :mod:`qnn_sklearn.safe_zip` (bounded
+members, bounded JSON, safe member names), and every size the JSON declares (input shape, bit
+widths, label dtype) is bounded before anything is allocated from it.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__ as QNN_SKLEARN_VERSION
+from .. import safe_zip
 from ..fhe_runtime import fhe
 from ..quantization import QuantizationOptions, QuantizedModule, UniformQuantizer
 from ..quantization.ops import _Reshape
@@ -35,6 +39,12 @@ TASKS = (TASK_MODULE, TASK_CLASSIFIER, TASK_REGRESSOR)
 # Files of a Server.save(via_mlir=True) archive: loading one runs jsonpickle on
 # configuration.json, which can build arbitrary objects. FHEModelServer refuses them.
 _UNSAFE_SERVER_FILES = ("configuration.json", "circuit.mlir")
+# Files concrete's Server.load reads after extracting the archive: checked before, so that a
+# load that would fail does not leave an extraction directory behind.
+_REQUIRED_SERVER_FILES = ("is_simulated", "client.specs.json", "sharedlib.so")
+CLIENT_SPECS_JSON = "client.specs.json"
+MAX_INPUT_AXES = 8
+"""Most axes of the input shape a ``client.zip`` may declare."""
 
 
 class ArtifactError(ValueError):
@@ -71,15 +81,26 @@ def check_versions(found: dict, what: str) -> None:
         )
 
 
-def read_zip_json(path: Path, name: str) -> dict:
-    """One JSON member of a zip archive, with :class:`ArtifactError` for what is wrong."""
+def open_archive(path: Path) -> zipfile.ZipFile:
+    """``path`` opened through :mod:`qnn_sklearn.safe_zip`; :class:`ArtifactError` if unsafe."""
     try:
-        with zipfile.ZipFile(path) as archive:
-            if name not in archive.namelist():
-                raise ArtifactError(f"{path} has no {name}: it was not saved by FHEModelDev.")
-            return json.loads(archive.read(name).decode("utf-8"))
-    except (zipfile.BadZipFile, OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ArtifactError(f"Cannot read {name} from {path}: {error}") from error
+        return safe_zip.open_archive(path, str(path))
+    except (safe_zip.UnsafeArchiveError, OSError) as error:
+        raise ArtifactError(str(error)) from None
+
+
+def read_zip_json(archive: zipfile.ZipFile, name: str, parse: bool = True):
+    """One JSON member of an archive opened by :func:`open_archive`, bounded by
+    ``safe_zip.MAX_JSON_BYTES``: parsed, or its bytes with ``parse=False`` (for concrete's
+    own deserializers)."""
+    if name not in archive.namelist():
+        raise ArtifactError(f"{archive.filename} has no {name}: it was not saved by FHEModelDev.")
+    try:
+        if parse:
+            return safe_zip.read_json_member(archive, name)
+        return safe_zip.read_member(archive, name, is_json=True)
+    except safe_zip.UnsafeArchiveError as error:
+        raise ArtifactError(f"{archive.filename}: {error}") from None
 
 
 def add_json_to_zip(path: Path, name: str, data: dict) -> None:
@@ -87,16 +108,27 @@ def add_json_to_zip(path: Path, name: str, data: dict) -> None:
         archive.writestr(name, json.dumps(data, indent=1))
 
 
-def check_server_zip_is_safe(path: Path) -> None:
-    """Refuse archives whose loading would run jsonpickle (``Server.save(via_mlir=True)``)."""
-    with zipfile.ZipFile(path) as archive:
-        names = set(archive.namelist())
+def check_server_zip_is_safe(archive: zipfile.ZipFile) -> None:
+    """Refuse what concrete's ``Server.load`` must not see: a via-MLIR export (its loading runs
+    jsonpickle), a missing file, a member that inflates past the limits or lies about its size.
+
+    ``Server.load`` extracts every member without limits; after this check, each is known to
+    inflate to what it declares, within ``safe_zip``'s limits, under a safe name.
+    """
+    names = set(archive.namelist())
     unsafe = sorted(names.intersection(_UNSAFE_SERVER_FILES))
     if unsafe:
         raise ArtifactError(
-            f"{path} holds {unsafe}: a via-MLIR export, whose loading unpickles (jsonpickle) "
-            "its configuration. Save the model with FHEModelDev instead."
+            f"{archive.filename} holds {unsafe}: a via-MLIR export, whose loading unpickles "
+            "(jsonpickle) its configuration. Save the model with FHEModelDev instead."
         )
+    missing = sorted(set(_REQUIRED_SERVER_FILES) - names)
+    if missing:
+        raise ArtifactError(f"{archive.filename} lacks {missing}: it was not saved by FHEModelDev.")
+    try:
+        safe_zip.verify_members(archive)
+    except safe_zip.UnsafeArchiveError as error:
+        raise ArtifactError(f"{archive.filename}: {error}") from None
 
 
 # -- the clear ends of the model: pre-processing, quantizer, output stages, classes -------------
@@ -119,7 +151,9 @@ def preprocessing_to_json(functions) -> list[dict]:
 
 def preprocessing_from_json(items: list[dict]) -> tuple:
     return tuple(
-        _Reshape(item["feature_shape"]) if item["kind"] == "reshape" else stage_from_json(item)
+        _Reshape(_declared_shape(item["feature_shape"], "preprocessing feature_shape"))
+        if item["kind"] == "reshape"
+        else stage_from_json(item)
         for item in items
     )
 
@@ -137,8 +171,11 @@ def quantizer_to_json(quantizer: UniformQuantizer) -> dict:
 
 
 def quantizer_from_json(data: dict) -> UniformQuantizer:
+    n_bits = safe_zip.declared_int(
+        data["n_bits"], "input_quantizer.n_bits", safe_zip.MAX_DECLARED_BITS
+    )
     options = QuantizationOptions(
-        int(data["n_bits"]),
+        n_bits,
         bool(data["is_signed"]),
         bool(data["is_symmetric"]),
         bool(data["is_narrow"]),
@@ -163,11 +200,16 @@ def classes_to_json(classes) -> dict:
 
 
 def classes_from_json(data: dict) -> np.ndarray:
+    if not isinstance(data["values"], list):
+        raise ArtifactError("classes.values must be a list.")
     if data["dtype"] == "object":
         out = np.empty(len(data["values"]), dtype=object)
         out[:] = data["values"]
         return out
-    dtype = np.dtype(data["dtype"])
+    try:
+        dtype = safe_zip.declared_dtype(data["dtype"], len(data["values"]), "classes.dtype")
+    except safe_zip.UnsafeArchiveError as error:
+        raise ArtifactError(f"{MODEL_JSON}: {error}") from None
     if dtype.kind == "S":
         return np.array([value.encode() for value in data["values"]], dtype=dtype)
     return np.array(data["values"], dtype=dtype)
@@ -188,12 +230,35 @@ def model_to_json(
 
 
 def client_module_from_json(data: dict) -> QuantizedModule:
-    """A QuantizedModule with the clear ends only (no integer program): the client's half."""
-    return QuantizedModule(
-        tuple(data["input_shape"]),
-        preprocessing_from_json(data["preprocessing"]),
-        quantizer_from_json(data["input_quantizer"]),
-        [],
-        tuple(stage_from_json(item) for item in data["output_stages"]),
-        [],
-    )
+    """A QuantizedModule with the clear ends only (no integer program): the client's half.
+
+    :class:`ArtifactError` names what is malformed or declares more than the limits allow.
+    """
+    try:
+        return QuantizedModule(
+            _declared_shape(data["input_shape"], "input_shape"),
+            preprocessing_from_json(data["preprocessing"]),
+            quantizer_from_json(data["input_quantizer"]),
+            [],
+            tuple(stage_from_json(item) for item in data["output_stages"]),
+            [],
+        )
+    except safe_zip.UnsafeArchiveError as error:
+        raise ArtifactError(f"{MODEL_JSON}: {error}") from None
+    except (KeyError, TypeError, AttributeError, IndexError) as error:
+        kind = type(error).__name__
+        raise ArtifactError(f"{MODEL_JSON} is malformed ({kind}: {error}).") from None
+    except RecursionError:
+        raise ArtifactError(f"{MODEL_JSON} nests its stages too deeply.") from None
+
+
+def _declared_shape(shape, field: str) -> tuple[int, ...]:
+    """A shape of one row, refused past ``safe_zip.MAX_DECLARED_WIDTH`` values in all."""
+    if not isinstance(shape, list):
+        raise safe_zip.UnsafeArchiveError(f"{field} must be a list, got {str(shape)[:100]}.")
+    safe_zip.declared_int(len(shape), f"the number of axes of {field}", MAX_INPUT_AXES)
+    for axis, dim in enumerate(shape):
+        safe_zip.declared_int(dim, f"{field}[{axis}]", safe_zip.MAX_DECLARED_WIDTH)
+    size = int(np.prod(shape, dtype=object))
+    safe_zip.declared_int(size, f"the product of {field}", safe_zip.MAX_DECLARED_WIDTH)
+    return tuple(shape)

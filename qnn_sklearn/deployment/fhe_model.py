@@ -12,8 +12,10 @@ and decrypts; the server only ever sees evaluation keys and ciphertexts::
     y = client.deserialize_decrypt_dequantize(result)   # = predict_proba / predict in the clear
 
 Everything that crosses a boundary is JSON or concrete-python's own serialization; nothing is
-pickled. ``server.zip`` does hold the compiled circuit as a shared library, which the server
-loads and runs: only load model directories from a developer you trust.
+pickled. Both archives are read through :mod:`qnn_sklearn.safe_zip` (bounded sizes, safe
+member names) and the sizes they declare are bounded. ``server.zip`` does hold the compiled
+circuit as a shared library, which the server loads and runs: only load model directories
+from a developer you trust.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +33,7 @@ import numpy as np
 from ..fhe_runtime import fhe
 from . import framing
 from .artifacts import (
+    CLIENT_SPECS_JSON,
     CLIENT_ZIP,
     MODEL_JSON,
     SERVER_ZIP,
@@ -45,6 +50,7 @@ from .artifacts import (
     client_module_from_json,
     current_versions,
     model_to_json,
+    open_archive,
     read_zip_json,
 )
 
@@ -158,6 +164,13 @@ def _zip_path(path, name: str) -> Path:
     return path
 
 
+def _client_specs(serialized: bytes, zip_path: Path) -> fhe.ClientSpecs:
+    try:
+        return fhe.ClientSpecs.deserialize(serialized)
+    except RuntimeError as error:
+        raise ArtifactError(f"{zip_path}: {CLIENT_SPECS_JSON} is malformed ({error}).") from None
+
+
 class FHEModelClient:
     """The client's half: quantize, encrypt, decrypt, dequantize, post-process.
 
@@ -172,10 +185,12 @@ class FHEModelClient:
 
     def __init__(self, path_dir, key_dir=None):
         zip_path = _zip_path(path_dir, CLIENT_ZIP)
-        check_versions(read_zip_json(zip_path, VERSIONS_JSON), str(zip_path))
-        description = read_zip_json(zip_path, MODEL_JSON)
-        if description.get("task") not in TASKS:
-            raise ArtifactError(f"{zip_path}: unknown task {description.get('task')!r}.")
+        with open_archive(zip_path) as archive:
+            check_versions(read_zip_json(archive, VERSIONS_JSON), str(zip_path))
+            description = read_zip_json(archive, MODEL_JSON)
+            specs = read_zip_json(archive, CLIENT_SPECS_JSON, parse=False)
+        if not isinstance(description, dict) or description.get("task") not in TASKS:
+            raise ArtifactError(f"{zip_path}: {MODEL_JSON} names no known task ({TASKS}).")
         self.path_dir = zip_path.parent
         self.task = description["task"]
         self.squeeze_output = description.get("squeeze_output")
@@ -183,7 +198,9 @@ class FHEModelClient:
         self.classes_ = (
             None if description["classes"] is None else classes_from_json(description["classes"])
         )
-        self.client = fhe.Client.load(zip_path)
+        # Built from the bounded bytes above, not with fhe.Client.load, which would extract
+        # the whole archive to a temporary directory without limits.
+        self.client = fhe.Client(_client_specs(specs, zip_path))
         self.key_dir = None if key_dir is None else Path(key_dir)
         shipped = (self.path_dir / SERVER_ZIP).exists()
         if (
@@ -292,6 +309,12 @@ class FHEModelClient:
 class FHEModelServer:
     """The server's half: run the compiled circuit on ciphertexts with the client's keys.
 
+    ``load`` extracts ``server.zip`` into a temporary directory, from which the circuit's
+    shared library runs. ``close`` removes it; so does leaving a ``with`` block, and so does
+    garbage collection of the loaded circuit (or the interpreter's normal exit). A process
+    that keeps a server for its lifetime and is then killed cannot clean up: call ``close``
+    before replacing a server or stopping a worker.
+
     Parameters
     ----------
     path_dir : str or Path
@@ -301,15 +324,47 @@ class FHEModelServer:
     def __init__(self, path_dir):
         self.path_dir = Path(path_dir)
         self.server: fhe.Server | None = None
+        self.extraction_dir: Path | None = None
+        """Where the loaded circuit was extracted; None when nothing is loaded."""
+        self._remove_extraction = None
 
     def load(self) -> FHEModelServer:
-        """Check the versions and load the circuit; returns ``self``."""
+        """Check the archive and the versions, then load the circuit; returns ``self``.
+
+        A server loaded before is closed first. ``ArtifactError`` for an archive that is
+        unsafe (see :func:`~qnn_sklearn.deployment.artifacts.check_server_zip_is_safe`);
+        nothing is extracted then.
+        """
+        self.close()
         zip_path = _zip_path(self.path_dir, SERVER_ZIP)
-        check_versions(read_zip_json(zip_path, VERSIONS_JSON), str(zip_path))
-        check_server_zip_is_safe(zip_path)
+        with open_archive(zip_path) as archive:
+            check_versions(read_zip_json(archive, VERSIONS_JSON), str(zip_path))
+            check_server_zip_is_safe(archive)
         server = fhe.Server.load(zip_path)
+        # Server.load's extraction directory (a concrete internal; the versions are pinned).
+        self.extraction_dir = Path(server._library.get_output_dir_path())
+        self._remove_extraction = weakref.finalize(
+            server, shutil.rmtree, self.extraction_dir, ignore_errors=True
+        )
         self.server = server
         return self
+
+    def close(self) -> None:
+        """Drop the circuit and remove its extraction directory; a later ``run`` loads again.
+
+        Call it when no ``run`` is in progress on another thread: the running circuit's shared
+        library lives in that directory.
+        """
+        self.server = self.extraction_dir = None
+        if self._remove_extraction is not None:
+            self._remove_extraction()
+            self._remove_extraction = None
+
+    def __enter__(self) -> FHEModelServer:
+        return self if self.server is not None else self.load()
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
     @staticmethod
     def load_evaluation_keys(serialized_evaluation_keys: bytes) -> fhe.EvaluationKeys:
