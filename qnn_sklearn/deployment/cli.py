@@ -13,8 +13,9 @@ _MIB = 1 << 20
 
 
 def _serve(args) -> None:
-    from .http_server import serve
+    from .http_server import read_api_token, serve
 
+    api_token = None if args.api_token_file is None else read_api_token(args.api_token_file)
     serve(
         args.model_dir,
         host=args.host,
@@ -24,6 +25,12 @@ def _serve(args) -> None:
         max_key_bytes=int(args.max_key_mb * _MIB),
         max_input_bytes=int(args.max_input_mb * _MIB),
         max_keys=args.max_keys,
+        max_keys_per_client=args.max_keys_per_client,
+        key_idle_s=args.key_idle_s,
+        key_check_s=args.key_check_s,
+        max_uploads=args.max_uploads,
+        max_rows=args.max_rows,
+        api_token=api_token,
     )
 
 
@@ -85,7 +92,27 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=None, help="FHE worker processes")
     serve.add_argument("--max-key-mb", type=float, default=1024, help="largest key upload")
     serve.add_argument("--max-input-mb", type=float, default=64, help="largest ciphertext body")
-    serve.add_argument("--max-keys", type=int, default=16, help="evaluation keys kept at once")
+    serve.add_argument("--max-keys", type=int, default=16, help="key sets kept at once")
+    serve.add_argument(
+        "--max-keys-per-client", type=int, default=2, help="key sets kept per client token"
+    )
+    serve.add_argument(
+        "--key-idle-s",
+        type=float,
+        default=3600,
+        help="when full, key sets unused for this long may make room for new ones",
+    )
+    serve.add_argument(
+        "--key-check-s", type=float, default=300, help="time limit of an uploaded key check"
+    )
+    serve.add_argument("--max-uploads", type=int, default=2, help="key uploads at once")
+    serve.add_argument("--max-rows", type=int, default=1024, help="rows per prediction request")
+    serve.add_argument(
+        "--api-token-file",
+        default=None,
+        help="file (mode 600) holding a token that every request but /health must send as "
+        "Authorization: Bearer <token>",
+    )
     serve.add_argument("--log-level", default="info")
     serve.set_defaults(run=_serve)
 

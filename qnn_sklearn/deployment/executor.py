@@ -3,19 +3,28 @@
 Each worker process loads ``server.zip`` once (pool initializer) and each set of evaluation keys
 once (cached by key id), then runs shards of rows. Worker processes also isolate the server:
 concrete-python does not check that evaluation keys belong to the circuit, and keys of another
-model crash the runtime (segmentation fault). A crash breaks only the pool, which is rebuilt,
-and surfaces as :class:`WorkerCrashedError`.
+model crash the runtime (segmentation fault). A crash breaks the whole pool, and so every
+request in flight on it; the pool is replaced, and each of those requests is run again alone, in
+a process of its own. Only a request that crashes there too is charged with the crash
+(:class:`WorkerCrashedError`); the others get their results.
+
+Everything the workers write (evaluation keys, concrete's extraction of ``server.zip``) lives in
+one work directory, removed at :meth:`FHEBatchRunner.close`, per pool when a pool is replaced,
+and by a janitor process if the owner is killed. Workers die with their owner, even on SIGKILL
+(see :mod:`.lifetime`).
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.util
 import os
 import shutil
 import tempfile
 import threading
 import time
 import uuid
+import weakref
 from collections import OrderedDict
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -25,19 +34,22 @@ import numpy as np
 
 from . import framing
 from .fhe_model import FHEModelClient, FHEModelServer
+from .lifetime import die_with, die_with_parent, janitor
 
 _KEYS_CACHED_PER_WORKER = 4
 _WORKER: dict = {}
 
 
 class WorkerCrashedError(RuntimeError):
-    """A worker process died while running the circuit (most likely: keys of another model)."""
+    """The request crashed a worker process, and crashed it again when run alone."""
 
 
-def _init_worker(path_dir: str, threads_per_worker: int | None) -> None:
-    if threads_per_worker is not None:
-        # Read by OpenMP when the circuit first runs a parallel loop, so it applies here.
-        os.environ["OMP_NUM_THREADS"] = str(threads_per_worker)
+def _init_worker(path_dir: str, threads_per_worker: int, tmp_dir: str, owner_pid: int) -> None:
+    die_with_parent()
+    die_with(owner_pid)
+    # Read by OpenMP when the circuit first runs a parallel loop, so it applies here.
+    os.environ["OMP_NUM_THREADS"] = str(threads_per_worker)
+    tempfile.tempdir = tmp_dir  # concrete's Server.load extracts server.zip under it
     _WORKER["server"] = FHEModelServer(path_dir).load()
     _WORKER["keys"] = OrderedDict()
 
@@ -50,7 +62,7 @@ def _worker_keys(key_id: str, key_path: str):
     try:
         serialized = Path(key_path).read_bytes()
     except FileNotFoundError:
-        raise KeyError(f"Evaluation key id {key_id!r} was removed.") from None
+        raise KeyError(f"Evaluation key id {key_id} was removed.") from None
     keys = FHEModelServer.load_evaluation_keys(serialized)
     cache[key_id] = keys
     while len(cache) > _KEYS_CACHED_PER_WORKER:
@@ -68,14 +80,15 @@ def _load_keys(key_id: str, key_path: str) -> int:
     return os.getpid()
 
 
-def _worker_context():
-    """Workers fork from a server process that imported this module (and so the FHE runtime,
+def worker_context():
+    """Workers fork from a forkserver that imported this module (and so the FHE runtime,
     numpy, ...) once: a new or rebuilt pool starts in milliseconds instead of re-importing
-    everything per worker, and no worker inherits the threads of the parent (a web server)."""
+    everything per worker, and no worker inherits the threads of the parent (a web server).
+    The forkserver also imports :mod:`.forkserver_guard`, so that it dies with its parent."""
     if "forkserver" not in multiprocessing.get_all_start_methods():  # pragma: no cover
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])
+    context.set_forkserver_preload([__name__, f"{__package__}.forkserver_guard"])
     return context
 
 
@@ -91,55 +104,88 @@ class FHEBatchRunner:
     threads_per_worker : int, optional
         OpenMP threads of each worker's FHE runtime; default ``max(1, cores // n_workers)`` so
         the workers do not oversubscribe the cores.
-    max_keys : int
-        Evaluation keys kept at once; adding more evicts the least recently added.
+
+    Attributes
+    ----------
+    work_dir : Path
+        Private directory of the runner (keys, workers' temporary files), removed at
+        :meth:`close`, or by a janitor process when the owner dies without closing.
     """
 
     def __init__(
-        self,
-        path_dir,
-        n_workers: int | None = None,
-        threads_per_worker: int | None = None,
-        max_keys: int = 16,
+        self, path_dir, n_workers: int | None = None, threads_per_worker: int | None = None
     ):
         # Load once here too: version and safety checks fail early, in the caller's process.
-        FHEModelServer(path_dir).load()
+        self.work_dir = Path(tempfile.mkdtemp(prefix="qnn-sklearn-runner-"))
+        self._finalizer = weakref.finalize(self, shutil.rmtree, self.work_dir, True)
+        tempdir, tempfile.tempdir = tempfile.tempdir, str(self.work_dir)
+        try:
+            FHEModelServer(path_dir).load()
+        finally:
+            tempfile.tempdir = tempdir
         self.path_dir = str(path_dir)
         cores = os.cpu_count() or 1
         self.n_workers = n_workers or cores
         self.threads_per_worker = threads_per_worker or max(1, cores // self.n_workers)
-        self.max_keys = max_keys
-        self._key_dir = Path(tempfile.mkdtemp(prefix="qnn-sklearn-evaluation-keys-"))
-        self._keys: OrderedDict[str, Path] = OrderedDict()
+        self._key_dir = self.work_dir / "keys"
+        self._key_dir.mkdir()
+        self._keys: dict[str, Path] = {}
         self._lock = threading.Lock()
-        self._pool = self._new_pool()
+        self._alone = threading.Semaphore(self.n_workers)
+        self._janitor = worker_context().Process(
+            target=janitor,
+            args=(os.getpid(), str(self.work_dir), multiprocessing.util.get_temp_dir()),
+            daemon=True,
+        )
+        self._janitor.start()
+        self._pool, self._pool_dir = self._new_pool(self.n_workers)
 
-    def _new_pool(self) -> ProcessPoolExecutor:
+    def _new_pool(self, n_workers: int) -> tuple[ProcessPoolExecutor, Path]:
+        directory = Path(tempfile.mkdtemp(prefix="pool-", dir=self.work_dir))
         pool = ProcessPoolExecutor(
-            self.n_workers,
-            mp_context=_worker_context(),
+            n_workers,
+            mp_context=worker_context(),
             initializer=_init_worker,
-            initargs=(self.path_dir, self.threads_per_worker),
+            initargs=(self.path_dir, self.threads_per_worker, str(directory), os.getpid()),
         )
         # Start the workers now (they import the FHE runtime and load the circuit) instead of
         # on the first request; nobody waits for these no-ops.
-        for _ in range(self.n_workers):
+        for _ in range(n_workers):
             pool.submit(os.getpid)
-        return pool
+        return pool, directory
+
+    @staticmethod
+    def _retire(pool: ProcessPoolExecutor, directory: Path) -> None:
+        pool.shutdown(wait=True, cancel_futures=True)
+        shutil.rmtree(directory, ignore_errors=True)
+
+    @property
+    def worker_pids(self) -> list[int]:
+        """Process ids of the current pool's workers (started so far)."""
+        return sorted(getattr(self._pool, "_processes", None) or {})
 
     # -- evaluation keys ----------------------------------------------------------------------
 
     def add_keys(self, serialized_evaluation_keys: bytes) -> str:
-        """Store evaluation keys (checked to deserialize); returns their key id."""
+        """Store evaluation keys (checked to deserialize); returns their key id.
+
+        The keys are not checked against the circuit: for keys from untrusted sources, check
+        them first (:func:`.key_check.check_key_upload`) and use :meth:`adopt_keys`.
+        """
         FHEModelServer.load_evaluation_keys(serialized_evaluation_keys)
-        key_id = uuid.uuid4().hex
-        path = self._key_dir / f"{key_id}.evk"
+        path = self.new_key_path()
         path.write_bytes(serialized_evaluation_keys)
+        return self.adopt_keys(path)
+
+    def new_key_path(self) -> Path:
+        """A fresh file name in the runner's key directory, for :meth:`adopt_keys`."""
+        return self._key_dir / f"{uuid.uuid4().hex}.evk"
+
+    def adopt_keys(self, path: Path) -> str:
+        """Register a key file written at :meth:`new_key_path`; returns its key id."""
+        key_id = path.stem
         with self._lock:
             self._keys[key_id] = path
-            while len(self._keys) > self.max_keys:
-                _, old = self._keys.popitem(last=False)
-                old.unlink(missing_ok=True)
         return key_id
 
     @property
@@ -151,7 +197,7 @@ class FHEBatchRunner:
             return key_id in self._keys
 
     def remove_keys(self, key_id: str) -> None:
-        """Forget a key id; ``KeyError`` if unknown."""
+        """Forget a key id and delete its file; ``KeyError`` if unknown."""
         with self._lock:
             path = self._keys.pop(key_id)
         path.unlink(missing_ok=True)
@@ -159,25 +205,45 @@ class FHEBatchRunner:
     def _key_path(self, key_id: str) -> str:
         with self._lock:
             if key_id not in self._keys:
-                raise KeyError(f"Unknown evaluation key id {key_id!r}: upload the keys first.")
+                raise KeyError("Unknown evaluation key id: upload the keys first.")
             return str(self._keys[key_id])
 
     # -- running ------------------------------------------------------------------------------
 
-    def _submit_all(self, calls):
+    def _replace_pool(self, broken: ProcessPoolExecutor) -> None:
+        with self._lock:
+            if self._pool is not broken:
+                return  # another request replaced it already
+            directory = self._pool_dir
+            self._pool, self._pool_dir = self._new_pool(self.n_workers)
+        self._retire(broken, directory)
+
+    def _run_alone(self, calls) -> list:
+        """Run ``calls`` in a one-process pool of their own (``BrokenProcessPool`` if it dies)."""
+        with self._alone:
+            pool, directory = self._new_pool(1)
+            try:
+                return [pool.submit(*call).result() for call in calls]
+            finally:
+                self._retire(pool, directory)
+
+    def _submit_all(self, calls) -> list:
         pool = self._pool
         try:
             futures = [pool.submit(*call) for call in calls]
             return [future.result() for future in futures]
+        except BrokenProcessPool:
+            self._replace_pool(pool)
+        # A worker died during this request: because of it, or of another request in flight
+        # (or it was killed). Only a crash reproduced alone is this request's fault.
+        try:
+            return self._run_alone(calls)
         except BrokenProcessPool as error:
-            with self._lock:
-                if self._pool is pool:
-                    self._pool = self._new_pool()
-            pool.shutdown(wait=False, cancel_futures=True)
             raise WorkerCrashedError(
-                "The FHE runtime crashed on this request. concrete-python does not check that "
-                "evaluation keys belong to the model, and keys of another model crash it: "
-                "upload the evaluation keys of this model's client."
+                "This request crashed the FHE runtime, twice (the second time alone). "
+                "concrete-python does not check that evaluation keys belong to the model, and "
+                "keys of another model crash it: upload the evaluation keys of this model's "
+                "client."
             ) from error
 
     def warm_up(self, key_id: str) -> None:
@@ -189,7 +255,7 @@ class FHEBatchRunner:
         """Framed ciphertexts in, framed results out, rows sharded over the workers.
 
         ``KeyError`` for an unknown key id, ``ValueError`` for malformed ciphertexts,
-        :class:`WorkerCrashedError` if the runtime crashed.
+        :class:`WorkerCrashedError` if this request crashed the runtime.
         """
         key_path = self._key_path(key_id)
         payloads = framing.unpack(serialized_encrypted_input)
@@ -201,8 +267,12 @@ class FHEBatchRunner:
         return framing.pack([item for blob in results for item in framing.unpack(blob)])
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
-        shutil.rmtree(self._key_dir, ignore_errors=True)
+        """Stop the workers and remove the work directory (keys, extracted circuits)."""
+        self._retire(self._pool, self._pool_dir)
+        self._finalizer()
+        if self._janitor.is_alive():
+            self._janitor.terminate()
+            self._janitor.join()
 
     def __enter__(self) -> FHEBatchRunner:
         return self

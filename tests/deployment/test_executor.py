@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -22,6 +26,11 @@ def runner(model_dir):
         yield runner
 
 
+def _extracted_circuits(directory) -> list:
+    """concrete's extractions of server.zip (each holds the circuit's sharedlib.so)."""
+    return sorted(directory.rglob("sharedlib.so"))
+
+
 def test_sharded_rows_decrypt_to_the_clear_prediction(runner, fhe_client, evaluation_keys, tiny):
     X = np.random.default_rng(3).normal(size=(7, 3))
     key_id = runner.add_keys(evaluation_keys)
@@ -36,7 +45,7 @@ def test_sharded_rows_decrypt_to_the_clear_prediction(runner, fhe_client, evalua
     )
 
 
-def test_unknown_malformed_and_foreign_inputs(runner, fhe_client, evaluation_keys, other_model):
+def test_unknown_and_malformed_inputs(runner, fhe_client, evaluation_keys):
     encrypted = fhe_client.quantize_encrypt_serialize(np.zeros((1, 3)))
     with pytest.raises(KeyError, match="Unknown"):
         runner.run(encrypted, "missing")
@@ -45,19 +54,91 @@ def test_unknown_malformed_and_foreign_inputs(runner, fhe_client, evaluation_key
     key_id = runner.add_keys(evaluation_keys)
     with pytest.raises(ValueError, match="not a serialized ciphertext"):
         runner.run(framing.pack([b"\x00" * 100]), key_id)
-    foreign_keys = runner.add_keys(other_model[2])
-    with pytest.raises(WorkerCrashedError, match="evaluation keys"):
-        runner.run(encrypted, foreign_keys)
-    runner.remove_keys(foreign_keys)
-    out = runner.run(encrypted, key_id)  # a fresh pool took over
-    assert fhe_client.deserialize_decrypt(out).shape == (1, 2)
 
 
-def test_measure_throughput_reports_both_modes(model_dir, fhe_client):
-    report = measure_throughput(model_dir, fhe_client, np.zeros((4, 3)), n_workers=2)
+def test_a_crash_is_charged_only_to_the_request_that_caused_it(
+    runner, fhe_client, evaluation_keys, other_model, tiny, monkeypatch
+):
+    """Keys of another model crash the runtime. The innocent request in flight on the same pool
+    at that moment is run again alone and succeeds; the culprit crashes alone too, and only it
+    gets WorkerCrashedError. The replaced pool's extraction directory is removed."""
+    X = np.random.default_rng(4).normal(size=(24, 3))
+    encrypted = fhe_client.quantize_encrypt_serialize(X)
+    key_id = runner.add_keys(evaluation_keys)
+    foreign_key_id = runner.add_keys(other_model[2])
+    runner.run(encrypted, key_id)  # both workers hold the keys
+    pool_dir = runner._pool_dir
+    run_alone = runner._run_alone
+    alone = []
+
+    def spy(calls):
+        alone.append(calls[0][1])
+        return run_alone(calls)
+
+    monkeypatch.setattr(runner, "_run_alone", spy)
+    with ThreadPoolExecutor(2) as threads:
+        # One long shard on one worker while the culprit crashes the other.
+        innocent = threads.submit(runner.run, encrypted, key_id, len(X))
+        time.sleep(0.1)
+        culprit = threads.submit(
+            runner.run, fhe_client.quantize_encrypt_serialize(X[:1]), foreign_key_id
+        )
+        with pytest.raises(WorkerCrashedError, match="evaluation keys"):
+            culprit.result()
+        out = innocent.result()
+    np.testing.assert_array_equal(
+        fhe_client.deserialize_decrypt_dequantize(out), tiny[0].forward(X)
+    )
+    assert sorted(alone) == sorted([key_id, foreign_key_id])  # both were retried alone
+    assert runner._pool_dir != pool_dir and not pool_dir.exists()
+
+
+def test_a_worker_killed_while_idle_fails_no_request(runner, fhe_client, evaluation_keys, tiny):
+    X = np.random.default_rng(5).normal(size=(2, 3))
+    key_id = runner.add_keys(evaluation_keys)
+    runner.run(fhe_client.quantize_encrypt_serialize(X), key_id)
+    os.kill(runner.worker_pids[0], signal.SIGKILL)
+    time.sleep(0.5)  # the pool notices the death
+    out = runner.run(fhe_client.quantize_encrypt_serialize(X), key_id)
+    np.testing.assert_array_equal(
+        fhe_client.deserialize_decrypt_dequantize(out), tiny[0].forward(X)
+    )
+
+
+def test_close_stops_workers_and_removes_keys_and_extracted_circuits(
+    model_dir, fhe_client, evaluation_keys
+):
+    runner = FHEBatchRunner(model_dir, n_workers=1)
+    key_id = runner.add_keys(evaluation_keys)
+    runner.run(fhe_client.quantize_encrypt_serialize(np.zeros((1, 3))), key_id)
+    work_dir, workers = runner.work_dir, runner.worker_pids
+    assert [path.name for path in (work_dir / "keys").iterdir()] == [f"{key_id}.evk"]
+    assert len(_extracted_circuits(work_dir)) == 2  # this process's check, the worker's
+    runner.close()
+    assert not work_dir.exists()
+    for pid in workers:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_measure_throughput_times_the_same_rows_both_ways(model_dir, fhe_client, monkeypatch):
+    X = np.random.default_rng(6).normal(size=(4, 3)) * 3
+    report = measure_throughput(model_dir, fhe_client, X, n_workers=2)
     assert report["rows"] == 4 and report["n_workers"] == 2
-    for key in ("sequential_rows_per_s", "parallel_rows_per_s", "speedup", "latency_per_row_s"):
-        assert report[key] > 0
+    assert report["threads_per_worker"] == max(1, (os.cpu_count() or 1) // 2)
+    assert report["sequential_rows_per_s"] * report["latency_per_row_s"] == pytest.approx(1)
+    assert report["speedup"] == pytest.approx(
+        report["parallel_rows_per_s"] / report["sequential_rows_per_s"]
+    )
+    # The two runs are compared: a parallel run that mixes up rows is caught.
+    run = FHEBatchRunner.run
+
+    def reversed_rows(self, blob, key_id, shard_rows=None):
+        return framing.pack(framing.unpack(run(self, blob, key_id, shard_rows))[::-1])
+
+    monkeypatch.setattr(FHEBatchRunner, "run", reversed_rows)
+    with pytest.raises(RuntimeError, match="different results"):
+        measure_throughput(model_dir, fhe_client, X, n_workers=2)
 
 
 def test_cli_bench_prints_sizes_and_throughput(model_dir, capsys):

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,73 +20,90 @@ from qnn_sklearn.deployment.cli import main
 from qnn_sklearn.deployment.http_client import FHEHTTPClient, HTTPServiceError
 
 MAX_INPUT_MB = 0.25
+API_TOKEN = "api-token-of-the-gated-test-service"
+
+
+class Service:
+    """A ``serve`` subprocess: its URL, process, log file and temporary directory."""
+
+    def __init__(self, model_dir, python, env, directory: Path, *options: str):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        self.tmp = directory / "tmp"  # the service's TMPDIR: its work directory goes there
+        self.tmp.mkdir()
+        self.log = directory / "log.txt"
+        command = [python, "-m", "qnn_sklearn.deployment.cli", "serve", str(model_dir)]
+        command += ["--port", str(port), "--workers", "1", *options]
+        with open(self.log, "wb") as log_file:
+            self.process = subprocess.Popen(
+                command, env={**env, "TMPDIR": str(self.tmp)}, stdout=log_file, stderr=log_file
+            )
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(self.url + "/health", timeout=5) as response:
+                    assert json.loads(response.read())["status"] == "ok"
+                return
+            except (urllib.error.URLError, ConnectionError):
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.process.kill()
+                    pytest.fail(f"The service did not start:\n{self.log.read_text()}")
+                time.sleep(0.5)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def _start(model_dir, python, env, tmp_path_factory, *options) -> Service:
+    return Service(model_dir, python, env, tmp_path_factory.mktemp("service"), *options)
 
 
 @pytest.fixture(scope="module")
 def service(model_dir, python, subprocess_env, tmp_path_factory):
-    """Base URL of a running service for ``model_dir``; stopped after the module."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    log = tmp_path_factory.mktemp("service") / "log.txt"
-    with open(log, "wb") as log_file:
-        process = subprocess.Popen(
-            [
-                python,
-                "-m",
-                "qnn_sklearn.deployment.cli",
-                "serve",
-                str(model_dir),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                "1",
-                "--max-input-mb",
-                str(MAX_INPUT_MB),
-                "--max-key-mb",
-                "256",
-                "--log-level",
-                "warning",
-            ],
-            env=subprocess_env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=5) as response:
-                assert json.loads(response.read())["status"] == "ok"
-            break
-        except (urllib.error.URLError, ConnectionError):
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"The service did not start:\n{log.read_text()}")
-            time.sleep(0.5)
-    yield url
-    process.terminate()
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    """A running service for ``model_dir`` (1 worker, at most 4 key sets, 2 per client)."""
+    options = ["--max-input-mb", str(MAX_INPUT_MB), "--max-key-mb", "256"]
+    options += ["--max-keys", "4", "--max-keys-per-client", "2", "--log-level", "info"]
+    running = _start(model_dir, python, subprocess_env, tmp_path_factory, *options)
+    yield running
+    running.stop()
 
 
 @pytest.fixture(scope="module")
-def http_client(service, key_dir, tmp_path_factory) -> FHEHTTPClient:
-    """A client whose client.zip came from the service itself."""
-    client_dir = FHEHTTPClient.download_client(service, tmp_path_factory.mktemp("client"))
-    return FHEHTTPClient(service, FHEModelClient(client_dir, key_dir=key_dir))
+def client_dir(service, tmp_path_factory) -> Path:
+    """client.zip as the service serves it."""
+    return FHEHTTPClient.download_client(service.url, tmp_path_factory.mktemp("client"))
 
 
-def _post(url, body: bytes, content_type="application/octet-stream"):
-    request = urllib.request.Request(url, data=body, method="POST")
-    if content_type:
-        request.add_header("Content-Type", content_type)
+@pytest.fixture
+def new_client(service, client_dir, key_dir):
+    """Makes FHEHTTPClients of the model, each with its own client token; their keys are
+    deleted after the test, so that tests do not fill each other's quota."""
+    made = []
+
+    def make(**options) -> FHEHTTPClient:
+        made.append(FHEHTTPClient(service.url, FHEModelClient(client_dir, key_dir=key_dir)))
+        for name, value in options.items():
+            setattr(made[-1], name, value)
+        return made[-1]
+
+    yield make
+    for client in made:
+        try:
+            client.delete_evaluation_keys()
+        except HTTPServiceError:
+            pass
+
+
+def _request(url, method="POST", body=None, headers=None):
+    headers = {"Content-Type": "application/octet-stream", **(headers or {})}
+    request = urllib.request.Request(url, data=body, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=300) as response:
             return response.status, response.read()
@@ -90,83 +111,205 @@ def _post(url, body: bytes, content_type="application/octet-stream"):
         return error.code, error.read()
 
 
-def _assert_still_serving(http_client, tiny, X):
-    assert http_client.health()["status"] == "ok"
-    np.testing.assert_array_equal(http_client.predict(X), tiny[0].forward(X))
+def _status(call) -> int:
+    with pytest.raises(HTTPServiceError) as error:
+        call()
+    return error.value.status
 
 
-def test_encrypted_prediction_end_to_end(http_client, tiny, X_test):
-    health = http_client.health()
-    assert {"qnn_sklearn", "concrete-python"} <= set(health)
-    key_id = http_client.upload_evaluation_keys()
-    assert http_client.upload_evaluation_keys() == key_id  # uploaded once
-    np.testing.assert_array_equal(http_client.predict(X_test), tiny[0].forward(X_test))
-    assert http_client.health()["keys"] >= 1
+def _assert_predicts(http: FHEHTTPClient, tiny, X) -> None:
+    np.testing.assert_array_equal(http.predict(X), tiny[0].forward(X))
+
+
+def test_encrypted_prediction_end_to_end(service, new_client, tiny, X_test):
+    http = new_client()
+    assert {"qnn_sklearn", "concrete-python"} <= set(http.health())
+    key_id = http.upload_evaluation_keys()
+    assert http.upload_evaluation_keys() == key_id  # uploaded once
+    _assert_predicts(http, tiny, X_test)
+    assert http.health()["keys"] >= 1
+    # Neither the key id nor the client token reaches the access log.
+    log = service.log.read_text()
+    assert '"POST /predict HTTP/1.1" 200' in log
+    assert key_id not in log and http.client_token not in log
+
+
+def test_only_the_owner_uses_and_deletes_its_keys(new_client, tiny, X_test):
+    owner, intruder = new_client(), new_client()
+    key_id = owner.upload_evaluation_keys()
+    intruder.key_id = key_id  # a leaked key id, without the owner's token
+    assert _status(lambda: intruder.predict(X_test[:1])) == 404
+    assert _status(intruder.delete_evaluation_keys) == 404
+    anonymous = new_client(client_token="short")
+    anonymous.key_id = key_id
+    assert _status(lambda: anonymous.predict(X_test[:1])) == 401
+    assert _status(anonymous.delete_evaluation_keys) == 401
+    _assert_predicts(owner, tiny, X_test[:2])  # the owner's keys survived all of that
+    owner.delete_evaluation_keys()
+    owner.key_id = key_id
+    assert _status(lambda: owner.run(b"x")) == 404
+
+
+def test_eviction_is_per_client(new_client, tiny, X_test):
+    """A client's third upload evicts its own first key set, never another client's; when the
+    service is full of recently used sets, a newcomer is refused (503) and nobody loses keys."""
+    other = new_client()
+    other_key_id = other.upload_evaluation_keys()
+    busy = new_client()
+    key_ids = [busy.upload_evaluation_keys(force=True) for _ in range(3)]
+    busy.key_id = key_ids[0]
+    assert _status(lambda: busy.run(b"x")) == 404
+    busy.key_id = key_ids[2]
+    _assert_predicts(busy, tiny, X_test[:1])
+    assert other.upload_evaluation_keys() == other_key_id
+    _assert_predicts(other, tiny, X_test[:1])
+    # 4 sets held (other: 1, busy: 2, and one more): a fourth client finds the service full.
+    new_client().upload_evaluation_keys()
+    assert _status(new_client().upload_evaluation_keys) == 503
+    _assert_predicts(other, tiny, X_test[:1])
+    busy.key_id = key_ids[1]
+    _assert_predicts(busy, tiny, X_test[:1])
+    busy.delete_evaluation_keys()
+    busy.key_id = key_ids[2]  # deleted after the test
+
+
+def test_bad_keys_are_refused_at_upload(service, new_client, other_model, tiny, X_test):
+    http = new_client()
+    upload = http.key_upload()
+    keys, probe = framing.unpack(upload)
+    other_client = other_model[1]
+    other_probe = framing.unpack(other_client.quantize_encrypt_serialize(np.zeros((1, 4))))[0]
+    cases = {
+        "truncated upload": (upload[: 1 << 16], 400),
+        "truncated keys": (framing.pack([keys[: 1 << 16], probe]), 400),
+        "garbage keys": (framing.pack([b"not keys" * 100, probe]), 400),
+        "keys alone": (keys, 400),
+        "keys of another model": (framing.pack([other_model[2], probe]), 422),
+        "another model's upload": (framing.pack([other_model[2], other_probe]), 422),
+    }
+    headers = {"X-Client-Token": http.client_token}
+    n_keys, log_bytes = http.health()["keys"], service.log.stat().st_size
+    details = {}
+    for name, (body, status) in cases.items():
+        got, details[name] = _request(f"{service.url}/keys", body=body, headers=headers)
+        assert got == status, (name, got, details[name])
+    assert http.health()["keys"] == n_keys
+    # The runtime's traces (megabytes for truncated keys) are summarized in the answer and in
+    # one log line each, not streamed to the service's stderr.
+    assert b"Premature EOF" in details["truncated keys"]
+    assert service.log.stat().st_size - log_bytes < 10_000
+    _assert_predicts(http, tiny, X_test[:2])
 
 
 def test_bad_requests_get_4xx_and_the_service_keeps_serving(
-    service, http_client, other_model, tiny, X_test
+    service, new_client, other_model, tiny, X_test
 ):
-    key_id = http_client.upload_evaluation_keys()
-    encrypted = http_client.model_client.quantize_encrypt_serialize(X_test[:2])
-    predict = f"{service}/predict?key_id={key_id}"
+    http = new_client()
+    key_id = http.upload_evaluation_keys()
+    encrypted = http.model_client.quantize_encrypt_serialize(X_test[:2])
+    predict = f"{service.url}/predict"
+    owner = {"X-Client-Token": http.client_token, "X-Key-Id": key_id}
+    huge_key_id = {"X-Client-Token": http.client_token, "X-Key-Id": "7" * 20_000}
     cases = {
-        "unknown key id": (f"{service}/predict?key_id=nope", encrypted, None, 404),
-        "truncated ciphertext": (predict, encrypted[:-7], None, 400),
-        "garbage ciphertext": (predict, b"\x13" * 500, None, 400),
-        "garbage in a frame": (predict, framing.pack([b"\x00" * 300]), None, 400),
+        "unknown key id": (encrypted, {**owner, "X-Key-Id": "0" * 32}, 404),
+        "huge key id": (encrypted, huge_key_id, 404),
+        "no client token": (encrypted, {"X-Key-Id": key_id}, 401),
+        "truncated ciphertext": (encrypted[:-7], owner, 400),
+        "garbage ciphertext": (b"\x13" * 500, owner, 400),
+        "garbage in a frame": (framing.pack([b"\x00" * 300]), owner, 400),
         "foreign ciphertext": (
-            predict,
             other_model[1].quantize_encrypt_serialize(np.zeros((1, 4))),
-            None,
+            owner,
             400,
         ),
-        "wrong content type": (predict, encrypted, "application/json", 415),
-        "no content type": (predict, encrypted, "", 415),
-        "too large": (predict, b"\x00" * int(MAX_INPUT_MB * 2**20 + 1), None, 413),
-        "empty body": (predict, b"", None, 400),
-        "missing key id": (f"{service}/predict", encrypted, None, 422),
-        "garbage keys": (f"{service}/keys", b"not keys" * 100, None, 400),
+        "wrong content type": (encrypted, {**owner, "Content-Type": "application/json"}, 415),
+        "too large": (b"\x00" * int(MAX_INPUT_MB * 2**20 + 1), owner, 413),
+        "empty body": (b"", owner, 400),
     }
-    for name, (url, body, content_type, status) in cases.items():
-        got, detail = _post(
-            url, body, "application/octet-stream" if content_type is None else content_type
-        )
+    for name, (body, headers, status) in cases.items():
+        got, detail = _request(predict, body=body, headers=headers)
         assert got == status, (name, got, detail)
-        assert http_client.health()["status"] == "ok", name
-    _assert_still_serving(http_client, tiny, X_test[:2])
+        assert len(detail) < 1000, name  # nothing unbounded is echoed back
+    _assert_predicts(http, tiny, X_test[:2])
 
 
-def test_keys_of_another_model_crash_only_a_worker(service, http_client, other_model, tiny, X_test):
-    """concrete-python segfaults on evaluation keys of another circuit; the service answers 422
-    and serves on, because the circuit runs in a worker process."""
-    status, body = _post(f"{service}/keys", other_model[2])
-    assert status == 201
-    foreign_key_id = json.loads(body)["key_id"]
-    encrypted = http_client.model_client.quantize_encrypt_serialize(X_test[:1])
-    status, detail = _post(f"{service}/predict?key_id={foreign_key_id}", encrypted)
-    assert status == 422, detail
-    assert b"evaluation keys" in detail
-    status, _ = _post(f"{service}/predict?key_id={foreign_key_id}", encrypted)
-    assert status == 422
-    _assert_still_serving(http_client, tiny, X_test[:2])
+def test_api_token_gates_everything_but_health(
+    model_dir, python, subprocess_env, tmp_path_factory, key_dir, tiny, X_test
+):
+    token_file = tmp_path_factory.mktemp("token") / "api_token"
+    token_file.write_text(API_TOKEN + "\n")
+    token_file.chmod(0o600)
+    gated = _start(
+        model_dir, python, subprocess_env, tmp_path_factory, "--api-token-file", str(token_file)
+    )
+    try:
+        client_dir = tmp_path_factory.mktemp("gated_client")
+        for token in (None, "wrong-token-of-the-right-length-x"):
+            with pytest.raises(HTTPServiceError) as error:
+                FHEHTTPClient.download_client(gated.url, client_dir, api_token=token)
+            assert error.value.status == 401
+        FHEHTTPClient.download_client(gated.url, client_dir, api_token=API_TOKEN)
+        model_client = FHEModelClient(client_dir, key_dir=key_dir)
+        stranger = FHEHTTPClient(gated.url, model_client)
+        assert stranger.health()["status"] == "ok"
+        assert _status(stranger.upload_evaluation_keys) == 401
+        member = FHEHTTPClient(gated.url, model_client, api_token=API_TOKEN)
+        _assert_predicts(member, tiny, X_test[:1])
+        stranger.key_id, stranger.client_token = member.key_id, member.client_token
+        assert _status(lambda: stranger.run(b"x")) == 401
+    finally:
+        gated.stop()
 
 
-def test_deleted_keys_are_unknown(service, http_client, key_dir, model_dir, tiny, X_test):
-    other = FHEHTTPClient(service, FHEModelClient(model_dir, key_dir=key_dir))
-    other.upload_evaluation_keys()
-    key_id = other.key_id
-    other.delete_evaluation_keys()
-    with pytest.raises(HTTPServiceError) as error:
-        other._call("DELETE", f"/keys/{key_id}")
-    assert error.value.status == 404
-    status, _ = _post(f"{service}/predict?key_id={key_id}", b"x")
-    assert status == 404
-    _assert_still_serving(http_client, tiny, X_test[:1])
+def _descendants(pid: int) -> set[int]:
+    """Process ids of all descendants of ``pid`` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def test_sigkill_of_the_service_leaves_no_process_or_file(
+    model_dir, python, subprocess_env, tmp_path_factory, key_dir, tiny, X_test
+):
+    killed = _start(model_dir, python, subprocess_env, tmp_path_factory)
+    client_dir = FHEHTTPClient.download_client(killed.url, tmp_path_factory.mktemp("c"))
+    _assert_predicts(
+        FHEHTTPClient(killed.url, FHEModelClient(client_dir, key_dir=key_dir)), tiny, X_test
+    )
+    helpers = _descendants(killed.process.pid)
+    assert len(helpers) >= 3  # forkserver, worker, janitor (and the resource tracker)
+    assert [path.name for path in killed.tmp.iterdir()]  # its work directory, with the keys
+    os.kill(killed.process.pid, signal.SIGKILL)
+    killed.process.wait()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and (
+        any(_alive(pid) for pid in helpers) or any(killed.tmp.iterdir())
+    ):
+        time.sleep(0.2)
+    assert [pid for pid in helpers if _alive(pid)] == []
+    assert list(killed.tmp.iterdir()) == []
 
 
 def test_bench_times_the_service(service, model_dir, capsys):
-    main(["bench", str(model_dir), "--rows", "2", "--workers", "1", "--url", service])
+    main(["bench", str(model_dir), "--rows", "2", "--workers", "1", "--url", service.url])
     report = json.loads(capsys.readouterr().out)
     assert report["rows"] == 2 and report["n_workers"] == 1
     assert report["keygen_s"] > 0 and report["evaluation_keys_bytes"] > 0

@@ -1,0 +1,165 @@
+"""Evaluation keys checked at upload, in a child process with a time limit.
+
+concrete-python checks neither that bytes are evaluation keys before it parses them for a long
+time (a truncated upload kept a thread busy for 30 s and printed megabytes of capnp traces),
+nor that keys belong to the circuit (another model's keys crash the runtime when it runs). So a
+key upload is accepted only after a child process has
+
+1. deserialized the keys (malformed bytes: :class:`KeyCheckError` with status 400), and
+2. run the circuit once with them on the probe ciphertext uploaded next to them, an encryption
+   made by the client (:meth:`FHEModelClient.quantize_encrypt_serialize` of any row). The
+   circuit accepts the probe only if it has this circuit's input type; a run then goes through
+   every bootstrap and key switch with the uploaded keys, so keys whose parameters do not fit
+   the circuit crash or fail here, in the child (status 422), not later in a shared worker.
+
+Keys of another circuit that happen to have the same parameters pass; they cannot crash the
+runtime, and only their uploader gets wrong results. The child's file descriptor 2 goes to a
+file, of which the error message keeps a short summary: the C++ runtime writes its traces
+there, not through Python.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import framing
+from .executor import worker_context
+from .fhe_model import FHEModelServer
+from .lifetime import die_with
+
+UPLOAD_PARTS = 2
+"""A key upload is ``framing.pack([evaluation_keys, probe_ciphertext])``."""
+
+_SUMMARY_CHARS = 300
+_SCAN_BYTES = 1 << 16
+_TELLING = re.compile(r"\{what\}|error|exception|premature|fault|abort", re.IGNORECASE)
+
+
+class KeyCheckError(ValueError):
+    """Uploaded keys were refused; ``status`` is the HTTP status that says why."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    status: int
+    message: str
+
+
+def _check_in_child(model_dir, upload, keys_out, stderr_path, tmp_dir, service_pid, connection):
+    die_with(service_pid)
+    fd = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.dup2(fd, 2)
+    os.close(fd)
+    tempfile.tempdir = tmp_dir  # concrete's Server.load extracts server.zip under it
+    try:
+        parts = framing.unpack(Path(upload).read_bytes(), max_items=UPLOAD_PARTS)
+        if len(parts) != UPLOAD_PARTS:
+            raise framing.FramingError(
+                f"The upload holds {len(parts)} value(s): send framing.pack([evaluation_keys, "
+                "probe_ciphertext]) (FHEHTTPClient does)."
+            )
+        keys = FHEModelServer.load_evaluation_keys(parts[0])
+    except ValueError as error:
+        connection.send(_Outcome(400, str(error)))
+        return
+    server = FHEModelServer(model_dir).load()
+    try:
+        server.run(framing.pack([parts[1]]), keys)
+    except ValueError as error:
+        connection.send(
+            _Outcome(
+                422,
+                f"The circuit refused these keys or the probe ciphertext ({error}): upload the "
+                "evaluation keys and an encryption of this model's client.",
+            )
+        )
+        return
+    Path(keys_out).write_bytes(parts[0])
+    connection.send(_Outcome(201, ""))
+
+
+def _stderr_summary(path: Path) -> str:
+    """One telling line of what the runtime wrote to the child's stderr, and its size."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as file:
+            head = file.read(_SCAN_BYTES)
+            file.seek(max(len(head), size - _SCAN_BYTES))
+            tail = file.read(_SCAN_BYTES)
+    except FileNotFoundError:
+        return ""
+    lines = [line.strip() for line in (head + tail).decode(errors="replace").splitlines()]
+    lines = [line for line in lines if line]
+    if not lines:
+        return ""
+    telling = next((line for line in lines if _TELLING.search(line)), lines[-1])
+    return f" The FHE runtime wrote {size} bytes to stderr, e.g.: {telling[:_SUMMARY_CHARS]}"
+
+
+def check_key_upload(model_dir, upload: Path, keys_out: Path, work_dir: Path, timeout_s: float):
+    """Check a key upload in a child process; on success the keys alone are in ``keys_out``.
+
+    Blocks the calling thread (run it off the event loop) for at most about ``timeout_s``.
+    Raises :class:`KeyCheckError` naming why the keys were refused.
+    """
+    work_dir = Path(tempfile.mkdtemp(prefix="check-", dir=work_dir))
+    stderr_path = work_dir / "stderr.txt"
+    context = worker_context()
+    receiver, sender = context.Pipe(duplex=False)
+    process = context.Process(
+        target=_check_in_child,
+        args=(
+            str(model_dir),
+            str(upload),
+            str(keys_out),
+            str(stderr_path),
+            str(work_dir),
+            os.getpid(),
+            sender,
+        ),
+        name="qnn-sklearn-key-check",
+        daemon=True,
+    )
+    outcome, timed_out = None, False
+    try:
+        process.start()
+        sender.close()
+        if receiver.poll(timeout_s):
+            outcome = receiver.recv()
+        else:
+            timed_out = process.is_alive()
+    except EOFError:  # the child died before it answered
+        pass
+    finally:
+        receiver.close()
+        process.join(5)
+        if process.is_alive():
+            process.kill()
+            process.join()
+        summary = _stderr_summary(stderr_path)
+        shutil.rmtree(work_dir, ignore_errors=True)
+    if timed_out:
+        raise KeyCheckError(
+            422,
+            f"These evaluation keys could not be checked within {timeout_s:g} s: upload the "
+            "keys of this model's client, or ask the operator for a longer --key-check-s."
+            + summary,
+        )
+    if outcome is None:
+        raise KeyCheckError(
+            422,
+            f"These evaluation keys crashed the FHE runtime (exit code {process.exitcode}) on "
+            "this model's circuit: they belong to another model. Upload the keys of this "
+            "model's client." + summary,
+        )
+    if outcome.status != 201:
+        raise KeyCheckError(outcome.status, outcome.message + summary)
