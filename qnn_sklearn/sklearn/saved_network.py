@@ -27,6 +27,12 @@ MAX_NETWORK_WEIGHTS = 2**24
 _ARRAY_DTYPE_KINDS = "biuf"
 """What a state_dict holds: booleans (masks), integers and floats; never objects."""
 
+_MAX_ITEMSIZE = 16
+"""Bytes of the widest number a ``.npy`` of kind ``_ARRAY_DTYPE_KINDS`` holds."""
+
+_NPY_HEADER_BYTES = 10_012
+"""Longest ``.npy`` preamble numpy reads: magic, length and a header of ``max_header_size``."""
+
 _BIT_WIDTHS = ("n_w_bits", "n_a_bits", "n_accum_bits", "n_input_bits", "rounding_threshold_bits")
 
 
@@ -75,15 +81,31 @@ def checked_widths(hidden_widths, full_widths: list[int]) -> list[int]:
 
 
 def read_state(archive: zipfile.ZipFile, spec, widths: list[int]) -> dict[str, torch.Tensor]:
-    """The tensors of ``network.state``, each ``.npy`` header checked before its data is read."""
+    """The tensors of ``network.state``; no member is read that declares more bytes than the
+    network's tensors can take, and each ``.npy`` header is checked before its data is used.
+    """
     if not isinstance(spec, dict) or not all(isinstance(path, str) for path in spec.values()):
         raise ValueError("network.state must map tensor names to member names.")
+    pairs = list(zip(widths[:-1], widths[1:]))
     largest_dim = max(widths)
-    largest_size = max(a * b for a, b in zip(widths[:-1], widths[1:]))
+    largest_size = max(a * b for a, b in pairs)
+    # weights twice (a network saved while pruning holds masks too), biases, scalar scales
+    n_values = 2 * sum(a * b + b for a, b in pairs) + len(spec)
+    budget = n_values * _MAX_ITEMSIZE + len(spec) * _NPY_HEADER_BYTES
+    declared = 0
     state = {}
     for name, member in spec.items():
         where = f"network.state[{name!r}] ({member})"
-        data = safe_zip.read_member(archive, member)
+        if member not in archive.namelist():
+            raise ValueError(f"{where}: the archive has no such member.")
+        member_bytes = archive.getinfo(member).file_size
+        declared += member_bytes
+        if member_bytes > largest_size * _MAX_ITEMSIZE + _NPY_HEADER_BYTES or declared > budget:
+            raise ValueError(
+                f"{where} declares {member_bytes} bytes, more than the tensors of a network of "
+                f"widths {widths} take."
+            )
+        data = safe_zip.read_member(archive, member)  # enforces that size while inflating
         array = _array_from_npy(data, where, largest_dim, largest_size)
         state[name] = torch.from_numpy(array)
     return state

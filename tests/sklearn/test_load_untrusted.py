@@ -303,6 +303,20 @@ def test_a_member_inflating_past_the_limit_is_refused(dumped, monkeypatch):
         qnn_sklearn.load(bomb)
 
 
+def test_a_member_larger_than_any_tensor_of_the_network_is_not_read(dumped):
+    """Under the archive's limits, but more than a 3-6-2 network's tensors can take."""
+    member = _member_of(dumped, "linears.0.weight")
+    padded = _rewrite(dumped, members={member: bytes(2**20)})
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=r"declares 1048576 bytes, more than the tensors"):
+            qnn_sklearn.load(padded)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20
+
+
 def test_an_oversized_manifest_is_refused_before_parsing(dumped, monkeypatch):
     monkeypatch.setattr(safe_zip, "MAX_JSON_BYTES", 2**20)
     padded = _rewrite(dumped, lambda m: m.update(padding=" " * 2**21))
