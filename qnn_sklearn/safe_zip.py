@@ -124,12 +124,12 @@ def verify_members(archive: zipfile.ZipFile) -> None:
         _check_size("The archive", total, MAX_ARCHIVE_BYTES, "MAX_ARCHIVE_BYTES", "inflates to")
 
 
-def declared_int(value, where: str, limit: int, low: int = 1) -> int:
-    """``value`` if it is an integer in ``[low, limit]``; :class:`UnsafeArchiveError` naming
+def declared_int(value, where: str, limit: int) -> int:
+    """``value`` if it is an integer in ``[1, limit]``; :class:`UnsafeArchiveError` naming
     ``where`` otherwise (a file declares it, so a huge one must not reach an allocation)."""
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= limit:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
         raise UnsafeArchiveError(
-            f"{where} must be an integer in [{low}, {limit}], got {str(value)[:100]}."
+            f"{where} must be an integer in [1, {limit}], got {str(value)[:100]}."
         )
     return value
 

@@ -101,7 +101,7 @@ def dump(estimator: FHEEstimatorMixin, file) -> None:
         },
         "fitted": _fitted_to_json(estimator),
     }
-    with _open_zip(file, "w") as archive:
+    with _open_zip_for_writing(file) as archive:
         archive.writestr(MANIFEST, json.dumps(manifest, indent=1))
         for name, array in state.items():
             buffer = io.BytesIO()
@@ -187,10 +187,10 @@ def _install_network(estimator: FHEEstimatorMixin, network: SparseQuantNeuralNet
 # -- the zip and its manifest ------------------------------------------------------------------
 
 
-def _open_zip(file, mode: str) -> zipfile.ZipFile:
+def _open_zip_for_writing(file) -> zipfile.ZipFile:
     if isinstance(file, io.TextIOBase):
-        raise TypeError("Open the file in binary mode ('wb' to dump, 'rb' to load).")
-    return zipfile.ZipFile(file, mode, compression=zipfile.ZIP_DEFLATED)
+        raise TypeError("Open the file in binary mode ('wb' to dump).")
+    return zipfile.ZipFile(file, "w", compression=zipfile.ZIP_DEFLATED)
 
 
 def _read_manifest(archive: zipfile.ZipFile) -> dict:
