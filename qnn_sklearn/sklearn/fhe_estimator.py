@@ -12,6 +12,7 @@ from ..quantization.module import FHE_MODES
 from ..quantization.tabulation import bootstraps
 from ..torch import build_brevitas_qat_model
 from .callbacks import AccumulatorPruning
+from .module_checks import check_activation_imports, check_module_params
 from .qnn_module import SparseQuantNeuralNetwork
 
 MODULE_DEFAULTS = {"n_layers": 3}
@@ -74,12 +75,22 @@ class FHEEstimatorMixin:
 
     def get_params_for(self, prefix):
         params = super().get_params_for(prefix)
+        if prefix == "module" and isinstance(self.module, type):
+            check_module_params(self.module, params)
         if prefix == "module" and self.module is SparseQuantNeuralNetwork:
             params = {**MODULE_DEFAULTS, **params}
             params.setdefault("input_dim", self.n_features_in_)
             params.setdefault("n_outputs", self.n_outputs_)
             params.setdefault("rounding_threshold_bits", self.rounding_threshold_bits)
         return params
+
+    def initialize_module(self):
+        """skorch's, then a check that the integer model will import the network's activation
+        (a ValueError now, instead of after training)."""
+        super().initialize_module()
+        if isinstance(self.module_, SparseQuantNeuralNetwork):
+            check_activation_imports(self.module_)
+        return self
 
     def __sklearn_is_fitted__(self):
         return hasattr(self, "quantized_module_")

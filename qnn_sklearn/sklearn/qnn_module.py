@@ -64,9 +64,15 @@ class _WeightMask(nn.Module):
         return weight * self.mask + (weight - weight.detach()) * (1 - self.mask)
 
 
-def _check_bits(name: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
+MIN_GRID_BITS = 2
+"""Fewest bits of a weight, activation or input grid. Brevitas exports every 1-bit quantizer
+as QONNX ``BipolarQuant`` (±scale), even an unsigned one whose forward computes {0, scale},
+and 1-bit weights could not be pruned to 0; a signed narrow 1-bit grid holds only 0."""
+
+
+def _check_bits(name: str, value, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
     return value
 
 
@@ -82,13 +88,14 @@ class SparseQuantNeuralNetwork(nn.Module):
     n_hidden_neurons_multiplier : int
         Hidden width is ``input_dim * n_hidden_neurons_multiplier``.
     n_w_bits, n_a_bits : int
-        Bits of weights and of activations.
+        Bits of weights and of activations, at least ``MIN_GRID_BITS`` (2).
     n_accum_bits : int
         Bits every accumulator must fit, sign included.
     n_prune_neurons_percentage : float
         Fraction in [0, 1) of hidden neurons removed by structured pruning.
     activation_function : type
-        torch activation class, instantiated once per hidden layer.
+        torch activation class, instantiated once per hidden layer. The estimators check in
+        ``fit``, before training, that the integer model can import it (module_checks.py).
     quant_narrow : bool
         Narrow weight and activation grids (e.g. [-3, 3] instead of [-4, 3] at 3 bits). A
         signed input grid is always narrow (see ``_calibrated_input_quantizer``).
@@ -129,10 +136,11 @@ class SparseQuantNeuralNetwork(nn.Module):
             _check_bits(name, locals()[name])
         if isinstance(n_layers, bool) or not isinstance(n_layers, int) or n_layers < 1:
             raise ValueError(f"n_layers must be an integer >= 1, got {n_layers!r}.")
-        for name in ("n_w_bits", "n_a_bits", "n_accum_bits"):
-            _check_bits(name, locals()[name])
+        _check_bits("n_accum_bits", n_accum_bits)
+        for name in ("n_w_bits", "n_a_bits"):
+            _check_bits(name, locals()[name], MIN_GRID_BITS)
         if n_input_bits is not None:
-            _check_bits("n_input_bits", n_input_bits)
+            _check_bits("n_input_bits", n_input_bits, MIN_GRID_BITS)
         if not 0.0 <= n_prune_neurons_percentage < 1.0:
             raise ValueError(
                 f"n_prune_neurons_percentage must be in [0, 1), got {n_prune_neurons_percentage}."
@@ -187,12 +195,6 @@ class SparseQuantNeuralNetwork(nn.Module):
             )
             for _ in range(n_layers - 1)
         )
-        if 0 in self._max_abs_inputs():
-            raise ValueError(
-                "A signed grid is narrow, so at 1 bit it holds only the level 0 "
-                f"(n_input_bits={self.n_input_bits}, n_a_bits={n_a_bits}); use 2 bits or more, "
-                "or quant_signed=False."
-            )
         if self.max_active_neurons() == 0:
             raise ValueError(
                 f"n_accum_bits={n_accum_bits} leaves no room for even one "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -25,7 +27,9 @@ def _grid(n_bits: int, signed: bool, narrow: bool) -> range:
         ({"n_w_bits": 0}, "n_w_bits"),
         ({"n_a_bits": 0}, "n_a_bits"),
         ({"n_input_bits": 0}, "n_input_bits"),
-        ({"n_input_bits": 1}, "signed grid is narrow.*n_input_bits=1"),
+        ({"n_w_bits": 1}, "n_w_bits must be an integer >= 2, got 1"),
+        ({"n_a_bits": 1, "quant_signed": False}, "n_a_bits must be an integer >= 2, got 1"),
+        ({"n_input_bits": 1}, "n_input_bits must be an integer >= 2, got 1"),
         ({"n_prune_neurons_percentage": 1.0}, "n_prune_neurons_percentage"),
         ({"n_accum_bits": 3}, "n_accum_bits"),
     ],
@@ -36,11 +40,23 @@ def test_invalid_parameters_raise(kwargs, message):
         SparseQuantNeuralNetwork(**params)
 
 
+def _integer_extremes(quantizer) -> tuple[int, int]:
+    """The smallest and largest integers a Brevitas quantizer outputs, on huge inputs."""
+    x = torch.tensor([[-1e9, 1e9]])
+    quantizer.train()(x)  # calibrates on this batch, like the first training step
+    q = quantizer.eval()(x).int()
+    return int(q.min()), int(q.max())
+
+
+def _fits(accumulator: int, n_accum_bits: int) -> bool:
+    return -(2 ** (n_accum_bits - 1)) <= accumulator <= 2 ** (n_accum_bits - 1) - 1
+
+
 @settings(max_examples=25, deadline=None)
 @given(
-    n_w_bits=st.integers(2, 5),
-    n_a_bits=st.integers(2, 5),
-    n_accum_bits=st.integers(6, 12),
+    n_w_bits=st.integers(1, 5),
+    n_a_bits=st.integers(1, 5),
+    n_accum_bits=st.integers(4, 12),
     narrow=st.booleans(),
     signed=st.booleans(),
     n_input_bits=st.one_of(st.none(), st.integers(1, 6)),
@@ -48,29 +64,44 @@ def test_invalid_parameters_raise(kwargs, message):
 def test_max_active_neurons_is_the_worst_case(
     n_w_bits, n_a_bits, n_accum_bits, narrow, signed, n_input_bits
 ):
-    """Brute force over the grids: k inputs fit iff k·max|w|·max|x| ≤ 2^(a−1) − 1."""
-    try:
-        module = SparseQuantNeuralNetwork(
-            4,
-            3,
-            2,
-            n_w_bits=n_w_bits,
-            n_a_bits=n_a_bits,
-            n_accum_bits=n_accum_bits,
-            quant_narrow=narrow,
-            quant_signed=signed,
-            n_input_bits=n_input_bits,
-        )
-    except ValueError:
-        return
-    max_w = max(abs(v) for v in _grid(n_w_bits, True, narrow))
-    budget = 2 ** (n_accum_bits - 1) - 1
+    """The constructor refuses exactly the 1-bit grids and the budgets that cannot hold one
+    input; otherwise ``max_active_neurons()`` inputs at the largest weight and input
+    integers fit ``n_accum_bits``, and one more overflows on some layer."""
     input_bits = n_a_bits if n_input_bits is None else n_input_bits
+    max_w = max(abs(v) for v in _grid(n_w_bits, True, narrow))
     input_max = max(abs(v) for v in _grid(input_bits, signed, signed))  # a signed input is narrow
     hidden_max = max(abs(v) for v in _grid(n_a_bits, False, narrow))  # after ReLU: unsigned
-    expected = min(budget // (max_w * input_max), budget // (max_w * hidden_max))
-    assert module.max_active_neurons() == expected
-    assert expected * max_w * max(input_max, hidden_max) <= budget
+    too_few_bits = min(n_w_bits, n_a_bits, input_bits) < 2
+    no_room = max_w * max(input_max, hidden_max) > 2 ** (n_accum_bits - 1) - 1
+    make = functools.partial(
+        SparseQuantNeuralNetwork,
+        4,
+        3,
+        2,
+        n_w_bits=n_w_bits,
+        n_a_bits=n_a_bits,
+        n_accum_bits=n_accum_bits,
+        quant_narrow=narrow,
+        quant_signed=signed,
+        n_input_bits=n_input_bits,
+    )
+    if too_few_bits or no_room:
+        with pytest.raises(ValueError, match=">= 2" if too_few_bits else "n_accum_bits"):
+            make()
+        return
+    module = make()
+    k = module.max_active_neurons()
+    # the integers the layers really read: Brevitas' own input and activation quantizers
+    input_abs = [
+        max(map(abs, _integer_extremes(q))) for q in (module.input_quant, *module.act_quants)
+    ]
+    assert input_abs == [input_max, hidden_max, hidden_max]
+    for x_abs in input_abs:  # k worst-case products, either sign, fit
+        worst = np.full(k, max_w) @ np.full(k, x_abs)
+        assert _fits(worst, n_accum_bits) and _fits(-worst, n_accum_bits)
+    # one more input overflows the layer with the widest input grid
+    x_abs = max(input_abs)
+    assert not _fits(int(np.full(k + 1, max_w) @ np.full(k + 1, x_abs)), n_accum_bits)
 
 
 def _train_pruned(module: SparseQuantNeuralNetwork, x: torch.Tensor, after_step) -> None:
