@@ -19,6 +19,8 @@ class NeuralNetClassifier(FHEEstimatorMixin, skorch.NeuralNetClassifier):
     Module parameters are given with the ``module__`` prefix (``module__n_layers``,
     ``module__n_w_bits``, ``module__n_a_bits``, ``module__n_accum_bits``, ...);
     ``input_dim`` and ``n_outputs`` are inferred from the data. Labels may be of any type.
+    Settings the integer model cannot run (an unknown ``module__`` name, a 1-bit grid, an
+    activation without an integer form) raise ValueError in ``fit``, before training.
 
     Parameters
     ----------
