@@ -49,7 +49,10 @@ def _init_worker(path_dir: str, threads_per_worker: int, tmp_dir: str, owner_pid
     die_with(owner_pid)
     # Read by OpenMP when the circuit first runs a parallel loop, so it applies here.
     os.environ["OMP_NUM_THREADS"] = str(threads_per_worker)
-    tempfile.tempdir = tmp_dir  # concrete's Server.load extracts server.zip under it
+    # concrete's Server.load extracts server.zip under it. A worker keeps its server for its
+    # lifetime and may be killed, so FHEModelServer.close cannot be relied on: the runner
+    # removes this pool's directory instead.
+    tempfile.tempdir = tmp_dir
     _WORKER["server"] = FHEModelServer(path_dir).load()
     _WORKER["keys"] = OrderedDict()
 
@@ -115,14 +118,10 @@ class FHEBatchRunner:
     def __init__(
         self, path_dir, n_workers: int | None = None, threads_per_worker: int | None = None
     ):
-        # Load once here too: version and safety checks fail early, in the caller's process.
+        with FHEModelServer(path_dir):  # version and safety checks fail here, in the caller
+            pass
         self.work_dir = Path(tempfile.mkdtemp(prefix="qnn-sklearn-runner-"))
         self._finalizer = weakref.finalize(self, shutil.rmtree, self.work_dir, True)
-        tempdir, tempfile.tempdir = tempfile.tempdir, str(self.work_dir)
-        try:
-            FHEModelServer(path_dir).load()
-        finally:
-            tempfile.tempdir = tempdir
         self.path_dir = str(path_dir)
         cores = os.cpu_count() or 1
         self.n_workers = n_workers or cores

@@ -5,7 +5,8 @@ time (a truncated upload kept a thread busy for 30 s and printed megabytes of ca
 nor that keys belong to the circuit (another model's keys crash the runtime when it runs). So a
 key upload is accepted only after a child process has
 
-1. deserialized the keys (malformed bytes: :class:`KeyCheckError` with status 400), and
+1. checked their length against their header and deserialized them (malformed bytes:
+   :class:`KeyCheckError` with status 400), and
 2. run the circuit once with them on the probe ciphertext uploaded next to them, an encryption
    made by the client (:meth:`FHEModelClient.quantize_encrypt_serialize` of any row). The
    circuit accepts the probe only if it has this circuit's input type; a run then goes through
@@ -23,6 +24,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +37,7 @@ from .lifetime import die_with
 UPLOAD_PARTS = 2
 """A key upload is ``framing.pack([evaluation_keys, probe_ciphertext])``."""
 
+_MAX_SEGMENTS = 512  # Cap'n Proto's own limit
 _SUMMARY_CHARS = 300
 _SCAN_BYTES = 1 << 16
 _TELLING = re.compile(r"\{what\}|error|exception|premature|fault|abort", re.IGNORECASE)
@@ -54,12 +57,33 @@ class _Outcome:
     message: str
 
 
+def _check_message_length(keys: bytes) -> None:
+    """Refuse keys whose length differs from what their Cap'n Proto header declares.
+
+    Serialized keys are one Cap'n Proto message: ``count - 1`` (u32), ``count`` segment sizes
+    in 8-byte words (u32 each), padding to 8 bytes, then the segments. A truncated upload is
+    refused here in microseconds; concrete's parser takes 15-30 s to find out.
+    """
+    if len(keys) < 8:
+        raise ValueError("These bytes are not evaluation keys: shorter than a message header.")
+    count = struct.unpack_from("<I", keys, 0)[0] + 1
+    header = (4 * (1 + count) + 7) // 8 * 8
+    if count > _MAX_SEGMENTS or header > len(keys):
+        raise ValueError(f"These bytes are not evaluation keys: {count} message segments.")
+    declared = header + 8 * sum(struct.unpack_from(f"<{count}I", keys, 4))
+    if declared != len(keys):
+        raise ValueError(
+            f"These evaluation keys are truncated or padded: their header declares {declared} "
+            f"bytes, the upload holds {len(keys)}. Upload the whole serialized keys."
+        )
+
+
 def _check_in_child(model_dir, upload, keys_out, stderr_path, tmp_dir, service_pid, connection):
     die_with(service_pid)
     fd = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.dup2(fd, 2)
     os.close(fd)
-    tempfile.tempdir = tmp_dir  # concrete's Server.load extracts server.zip under it
+    tempfile.tempdir = tmp_dir  # what a crash leaves of concrete's extraction is removed with it
     try:
         parts = framing.unpack(Path(upload).read_bytes(), max_items=UPLOAD_PARTS)
         if len(parts) != UPLOAD_PARTS:
@@ -67,13 +91,14 @@ def _check_in_child(model_dir, upload, keys_out, stderr_path, tmp_dir, service_p
                 f"The upload holds {len(parts)} value(s): send framing.pack([evaluation_keys, "
                 "probe_ciphertext]) (FHEHTTPClient does)."
             )
+        _check_message_length(parts[0])
         keys = FHEModelServer.load_evaluation_keys(parts[0])
     except ValueError as error:
         connection.send(_Outcome(400, str(error)))
         return
-    server = FHEModelServer(model_dir).load()
     try:
-        server.run(framing.pack([parts[1]]), keys)
+        with FHEModelServer(model_dir) as server:
+            server.run(framing.pack([parts[1]]), keys)
     except ValueError as error:
         connection.send(
             _Outcome(
