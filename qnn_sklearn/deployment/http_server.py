@@ -72,7 +72,7 @@ def _unknown_key_id() -> HTTPException:
     )
 
 
-def _content_length(request: Request, limit: int) -> None:
+def _check_body_headers(request: Request, limit: int) -> None:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != OCTET_STREAM:
         raise HTTPException(
@@ -216,7 +216,7 @@ def create_app(
     async def upload_keys(request: Request) -> dict:
         authorize(request)
         token = client_token(request)
-        _content_length(request, max_key_bytes)
+        _check_body_headers(request, max_key_bytes)
         await _acquire(uploads, "key uploads")
         upload = upload_dir / f"{uuid.uuid4().hex}.upload"
         key_path = runner.new_key_path()
@@ -258,7 +258,7 @@ def create_app(
     async def predict(request: Request):
         authorize(request)
         key_id = owned_key_id(request)
-        _content_length(request, max_input_bytes)
+        _check_body_headers(request, max_input_bytes)
         await _acquire(predictions, "predictions")
         try:
             body = b"".join([chunk async for chunk in _chunks(request, max_input_bytes)])
