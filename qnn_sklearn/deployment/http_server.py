@@ -220,6 +220,7 @@ def create_app(
         await _acquire(uploads, "key uploads")
         upload = upload_dir / f"{uuid.uuid4().hex}.upload"
         key_path = runner.new_key_path()
+        adopted = False
         try:
             with open(upload, "wb") as file:
                 buffer = bytearray()
@@ -232,20 +233,21 @@ def create_app(
             await anyio.to_thread.run_sync(
                 check_key_upload, model_dir, upload, key_path, runner.work_dir, key_check_s
             )
+            for key_id in owners.make_room(token):
+                forget(key_id)
+            key_id = runner.adopt_keys(key_path)
+            owners.add(key_id, token)
+            adopted = True
         except KeyCheckError as error:
             _LOG.warning("Refused a key upload: %s", str(error)[:500])
             raise HTTPException(error.status, str(error)) from None
-        finally:
+        except StoreFullError as error:
+            raise HTTPException(503, str(error), headers={"Retry-After": "60"}) from None
+        finally:  # refused, disconnected or cancelled: nothing of the upload is kept
             uploads.release()
             upload.unlink(missing_ok=True)
-        try:
-            for key_id in owners.make_room(token):
-                forget(key_id)
-        except StoreFullError as error:
-            key_path.unlink(missing_ok=True)
-            raise HTTPException(503, str(error), headers={"Retry-After": "60"}) from None
-        key_id = runner.adopt_keys(key_path)
-        owners.add(key_id, token)
+            if not adopted:
+                key_path.unlink(missing_ok=True)
         return {"key_id": key_id}
 
     @app.delete("/keys", status_code=204)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import secrets
 import signal
 import socket
 import subprocess
@@ -18,6 +20,7 @@ import pytest
 from qnn_sklearn.deployment import FHEModelClient, framing
 from qnn_sklearn.deployment.cli import main
 from qnn_sklearn.deployment.http_client import FHEHTTPClient, HTTPServiceError
+from qnn_sklearn.deployment.key_owners import KeyOwners, StoreFullError
 
 MAX_INPUT_MB = 0.25
 API_TOKEN = "api-token-of-the-gated-test-service"
@@ -171,6 +174,26 @@ def test_eviction_is_per_client(new_client, tiny, X_test):
     _assert_predicts(busy, tiny, X_test[:1])
     busy.delete_evaluation_keys()
     busy.key_id = key_ids[2]  # deleted after the test
+
+
+def test_a_full_store_drops_only_idle_key_sets():
+    """Unit test of the bookkeeping behind the service's quotas (no server)."""
+    tokens = [secrets.token_urlsafe(32) for _ in range(3)]
+    ids = [f"{index:032x}" for index in range(4)]
+    owners = KeyOwners(per_client=1, capacity=2, idle_s=3600)
+    for key_id, token in zip(ids[:2], tokens[:2]):
+        assert owners.make_room(token) == []
+        owners.add(key_id, token)
+    with pytest.raises(StoreFullError, match="--max-keys"):
+        owners.make_room(tokens[2])  # all sets in recent use: the newcomer waits
+    assert owners.make_room(tokens[0]) == [ids[0]]  # a client replaces its own set
+    owners.add(ids[2], tokens[0])
+    assert owners.owns(tokens[1], ids[1]) and not owners.owns(tokens[1], ids[2])
+    owners.idle_s = -1.0  # now every set counts as idle: the least recently used one goes
+    assert owners.make_room(tokens[2]) == [ids[2]]
+    owners.add(ids[3], tokens[2])
+    assert owners.owns(tokens[2], ids[3]) and not owners.owns(tokens[0], ids[2])
+    assert not any(token.encode() in pickle.dumps(owners) for token in tokens)  # digests only
 
 
 def test_bad_keys_are_refused_at_upload(service, new_client, other_model, tiny, X_test):
