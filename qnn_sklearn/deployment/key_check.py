@@ -21,12 +21,12 @@ there, not through Python.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import struct
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 from . import framing
@@ -37,6 +37,7 @@ from .lifetime import die_with
 UPLOAD_PARTS = 2
 """A key upload is ``framing.pack([evaluation_keys, probe_ciphertext])``."""
 
+_MAX_VERDICT_BYTES = 1 << 16
 _MAX_SEGMENTS = 512  # Cap'n Proto's own limit
 _SUMMARY_CHARS = 300
 _SCAN_BYTES = 1 << 16
@@ -51,10 +52,22 @@ class KeyCheckError(ValueError):
         self.status = status
 
 
-@dataclass(frozen=True)
-class _Outcome:
-    status: int
-    message: str
+def _send(connection, status: int, message: str) -> None:
+    """The child's verdict, as JSON: the parent unpickles nothing from a process that has just
+    parsed untrusted bytes."""
+    connection.send_bytes(json.dumps({"status": status, "message": message[:4000]}).encode())
+
+
+def _receive(connection) -> tuple[int, str]:
+    """The child's verdict; ``EOFError`` when it died first or sent anything else."""
+    try:
+        verdict = json.loads(connection.recv_bytes(maxlength=_MAX_VERDICT_BYTES))
+        status, message = verdict["status"], verdict["message"]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise EOFError("No valid verdict from the key check.") from error
+    if status not in (201, 400, 422) or not isinstance(message, str):
+        raise EOFError("No valid verdict from the key check.")
+    return status, message
 
 
 def _check_message_length(keys: bytes) -> None:
@@ -94,22 +107,21 @@ def _check_in_child(model_dir, upload, keys_out, stderr_path, tmp_dir, service_p
         _check_message_length(parts[0])
         keys = FHEModelServer.load_evaluation_keys(parts[0])
     except ValueError as error:
-        connection.send(_Outcome(400, str(error)))
+        _send(connection, 400, str(error))
         return
     try:
         with FHEModelServer(model_dir) as server:
             server.run(framing.pack([parts[1]]), keys)
     except ValueError as error:
-        connection.send(
-            _Outcome(
-                422,
-                f"The circuit refused these keys or the probe ciphertext ({error}): upload the "
-                "evaluation keys and an encryption of this model's client.",
-            )
+        _send(
+            connection,
+            422,
+            f"The circuit refused these keys or the probe ciphertext ({error}): upload the "
+            "evaluation keys and an encryption of this model's client.",
         )
         return
     Path(keys_out).write_bytes(parts[0])
-    connection.send(_Outcome(201, ""))
+    _send(connection, 201, "")
 
 
 def _stderr_summary(path: Path) -> str:
@@ -130,8 +142,11 @@ def _stderr_summary(path: Path) -> str:
     return f" The FHE runtime wrote {size} bytes to stderr, e.g.: {telling[:_SUMMARY_CHARS]}"
 
 
-def check_key_upload(model_dir, upload: Path, keys_out: Path, work_dir: Path, timeout_s: float):
-    """Check a key upload in a child process; on success the keys alone are in ``keys_out``.
+def check_key_upload(
+    model_dir, upload: Path, keys_out: Path, work_dir: Path, timeout_s: float
+) -> None:
+    """Check a key upload in a child process; on success the keys alone are in ``keys_out``
+    (on failure, nothing is).
 
     Blocks the calling thread (run it off the event loop) for at most about ``timeout_s``.
     Raises :class:`KeyCheckError` naming why the keys were refused.
@@ -159,19 +174,21 @@ def check_key_upload(model_dir, upload: Path, keys_out: Path, work_dir: Path, ti
         process.start()
         sender.close()
         if receiver.poll(timeout_s):
-            outcome = receiver.recv()
+            outcome = _receive(receiver)
         else:
             timed_out = process.is_alive()
     except EOFError:  # the child died before it answered
         pass
     finally:
         receiver.close()
-        process.join(5)
+        process.join(0 if timed_out else 5)  # a child that answered is exiting
         if process.is_alive():
             process.kill()
             process.join()
         summary = _stderr_summary(stderr_path)
         shutil.rmtree(work_dir, ignore_errors=True)
+        if outcome is None or outcome[0] != 201:
+            Path(keys_out).unlink(missing_ok=True)
     if timed_out:
         raise KeyCheckError(
             422,
@@ -186,5 +203,6 @@ def check_key_upload(model_dir, upload: Path, keys_out: Path, work_dir: Path, ti
             "this model's circuit: they belong to another model. Upload the keys of this "
             "model's client." + summary,
         )
-    if outcome.status != 201:
-        raise KeyCheckError(outcome.status, outcome.message + summary)
+    status, message = outcome
+    if status != 201:
+        raise KeyCheckError(status, message + summary)

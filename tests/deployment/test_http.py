@@ -20,6 +20,7 @@ import pytest
 from qnn_sklearn.deployment import FHEModelClient, framing
 from qnn_sklearn.deployment.cli import main
 from qnn_sklearn.deployment.http_client import FHEHTTPClient, HTTPServiceError
+from qnn_sklearn.deployment.key_check import KeyCheckError, check_key_upload
 from qnn_sklearn.deployment.key_owners import KeyOwners, StoreFullError
 
 MAX_INPUT_MB = 0.25
@@ -225,6 +226,21 @@ def test_bad_keys_are_refused_at_upload(service, new_client, other_model, tiny, 
     assert "HPX_WITH" not in log
     assert len(log.encode()) - log_bytes < 1000 * len(cases)
     _assert_predicts(http, tiny, X_test[:2])
+
+
+def test_the_key_check_has_a_time_limit_and_leaves_only_the_keys(
+    model_dir, fhe_client, evaluation_keys, tmp_path
+):
+    """The check itself (no server): killed at its time limit; else the keys alone are kept."""
+    probe = framing.unpack(fhe_client.quantize_encrypt_serialize(np.zeros((1, 3))))[0]
+    upload, keys_out = tmp_path / "upload", tmp_path / "keys.evk"
+    upload.write_bytes(framing.pack([evaluation_keys, probe]))
+    with pytest.raises(KeyCheckError, match="within 0.001 s") as error:
+        check_key_upload(model_dir, upload, keys_out, tmp_path, timeout_s=0.001)
+    assert error.value.status == 422 and not keys_out.exists()
+    check_key_upload(model_dir, upload, keys_out, tmp_path, timeout_s=300)
+    assert keys_out.read_bytes() == evaluation_keys
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["keys.evk", "upload"]
 
 
 def test_bad_requests_get_4xx_and_the_service_keeps_serving(
