@@ -2,13 +2,13 @@
 
 Endpoints (bodies are raw bytes, ``Content-Type: application/octet-stream``):
 
-=====================  ==============================================================  =====
-``GET /health``        status, versions, number of stored key sets (never gated)       200
-``GET /client.zip``    the model's client archive, for ``FHEModelClient``               200
-``POST /keys``         ``framing.pack([evaluation_keys, probe])`` → ``{"key_id": ...}``  201
-``DELETE /keys``       forget the key set named by ``X-Key-Id``                        204
-``POST /predict``      framed ciphertexts → framed results, with ``X-Key-Id``           200
-=====================  ==============================================================  =====
+=====================  ===================================================================  ====
+``GET /health``        status, versions, number of stored key sets (never gated)            200
+``GET /client.zip``    the model's client archive, for ``FHEModelClient``                   200
+``POST /keys``         ``framing.pack([evaluation_keys, probe])`` → ``{"key_id": ...}``     201
+``DELETE /keys``       forget the key set named by ``X-Key-Id``                             204
+``POST /predict``      framed ciphertexts → framed results, with ``X-Key-Id``               200
+=====================  ===================================================================  ====
 
 Headers: ``X-Client-Token`` (``/keys``, ``/predict``): the client's secret, at least 32 URL-safe
 characters; the key sets it uploads are its own (:mod:`.key_owners`). ``Authorization: Bearer
@@ -16,10 +16,11 @@ characters; the key sets it uploads are its own (:mod:`.key_owners`). ``Authoriz
 Key ids and tokens travel in headers, never in the URL, so the access log does not record them.
 
 Errors: 400 malformed keys or ciphertexts, 401 missing or wrong token, 404 unknown key id (or
-another client's: they are not told apart), 413 body over the limit, 415 wrong content type,
-422 keys of another model (refused at upload by :mod:`.key_check`; a crash reproduced alone at
-``/predict`` also removes them), 503 store full or too many uploads at once. The event loop
-never blocks: uploads stream to disk, checks and FHE runs happen in other processes.
+another client's: they are not told apart), 408 stalled body, 413 body or rows over the limit,
+415 wrong content type, 422 keys of another model (refused at upload by :mod:`.key_check`; a
+crash reproduced alone at ``/predict`` also removes them), 503 store full or too many uploads
+at once. The event loop never blocks: uploads stream to disk, checks and FHE runs happen in
+other processes.
 """
 
 from __future__ import annotations
