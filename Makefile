@@ -32,6 +32,7 @@ bench: install
 
 bench-smoke: install
 	$(BIN)/python benchmarks/run.py --smoke
+	$(BIN)/python benchmarks/service_faults.py --smoke
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
