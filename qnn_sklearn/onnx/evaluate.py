@@ -6,6 +6,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from ..quantization.grid import Grid
 from ..quantization.stages import ACTIVATIONS, BINARY_OPERATIONS
 
 
@@ -17,10 +18,8 @@ def _gemm(a, b, c=None, alpha=1.0, beta=1.0, transA=0, transB=0):
 
 
 def _quant(x, scale, zero_point, bit_width, signed=1, narrow=0, rounding_mode=b"ROUND"):
-    n = int(bit_width)
-    qmin = -(2 ** (n - 1)) + int(narrow) if signed else 0
-    qmax = 2 ** (n - 1) - 1 if signed else 2**n - 1 - int(narrow)
-    q = np.clip(np.rint(x / scale) + zero_point, qmin, qmax)
+    grid = Grid(int(bit_width), bool(signed), bool(narrow))
+    q = grid.clip(np.rint(x / scale) + zero_point)
     return scale * (q - zero_point)
 
 

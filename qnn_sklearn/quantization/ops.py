@@ -128,7 +128,7 @@ class QuantizedBrevitasQuant(QuantizedOp):
         )
         x = inputs[0]
         if isinstance(x, (Constant, QuantizedConstant)):
-            q = np.clip(np.rint(x.value / scale) + zero_point, options.qmin, options.qmax)
+            q = options.grid.clip(np.rint(x.value / scale) + zero_point)
             return QuantizedConstant(q.astype(np.int64), scale, zero_point.astype(np.int64))
         _require(
             scale.size == 1 and zero_point.size == 1,

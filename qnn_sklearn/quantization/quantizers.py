@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .grid import Grid
+
 
 @dataclass(frozen=True)
 class QuantizationOptions:
@@ -26,11 +28,8 @@ class QuantizationOptions:
     is_narrow: bool = False
 
     def __post_init__(self):
-        if not isinstance(self.n_bits, (int, np.integer)) or isinstance(self.n_bits, bool):
-            raise ValueError(f"n_bits must be an integer, got {self.n_bits!r}.")
-        if self.n_bits < 1:
-            raise ValueError(f"n_bits must be at least 1, got {self.n_bits}.")
-        if self.qmax - self.qmin < 1 or (self.is_symmetric and self.is_signed and self.qmax < 1):
+        grid = self.grid  # validates n_bits
+        if len(grid.levels) < 2 or (self.is_symmetric and self.is_signed and grid.qmax < 1):
             raise ValueError(
                 f"A {self.n_bits}-bit {'signed' if self.is_signed else 'unsigned'}"
                 f"{' narrow' if self.is_narrow else ''}"
@@ -39,18 +38,19 @@ class QuantizationOptions:
             )
 
     @property
+    def grid(self) -> Grid:
+        """The integers this quantizer emits."""
+        return Grid(self.n_bits, self.is_signed, self.is_narrow)
+
+    @property
     def qmin(self) -> int:
         """Smallest integer of the grid."""
-        if self.is_signed:
-            return -(2 ** (self.n_bits - 1)) + int(self.is_narrow)
-        return 0
+        return self.grid.qmin
 
     @property
     def qmax(self) -> int:
         """Largest integer of the grid."""
-        if self.is_signed:
-            return 2 ** (self.n_bits - 1) - 1
-        return 2**self.n_bits - 1 - int(self.is_narrow)
+        return self.grid.qmax
 
 
 class UniformQuantizer:
@@ -105,7 +105,7 @@ class UniformQuantizer:
         """Floats to integers (int64), clipped to the grid."""
         values = np.asarray(values, dtype=np.float64)
         q = np.rint(values / self.scale) + self.zero_point
-        return np.clip(q, self.options.qmin, self.options.qmax).astype(np.int64)
+        return self.options.grid.clip(q).astype(np.int64)
 
     def dequant(self, qvalues: np.ndarray) -> np.ndarray:
         """Integers to the floats they stand for."""

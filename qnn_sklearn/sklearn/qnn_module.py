@@ -16,6 +16,7 @@ from brevitas import nn as qnn
 from torch import nn
 from torch.nn.utils import parametrize
 
+from ..quantization.grid import Grid
 from ..quantization.program import accumulator_range
 from ..quantization.rounding import (
     AUTO_ROUNDING,
@@ -253,12 +254,7 @@ class SparseQuantNeuralNetwork(nn.Module):
     def _input_ranges(self) -> list[tuple[int, int]]:
         """Integer range ``(lo, hi)`` of each linear layer's input grid (a signed grid's is
         taken symmetric, which contains it)."""
-        return [
-            (-max_abs if quantizer.act_quant.is_signed else 0, max_abs)
-            for quantizer, max_abs in zip(
-                (self.input_quant, *self.act_quants), self._max_abs_inputs()
-            )
-        ]
+        return [(-grid.max_abs if grid.signed else 0, grid.max_abs) for grid in self._input_grids()]
 
     # -- accumulator budget --------------------------------------------------------------------
 
@@ -268,18 +264,20 @@ class SparseQuantNeuralNetwork(nn.Module):
         return 2 ** (self.n_accum_bits - 1) - 1
 
     def _max_abs_weight(self) -> int:
-        return 2 ** (self.n_w_bits - 1) - int(self.quant_narrow)
+        return Grid(self.n_w_bits, signed=True, narrow=self.quant_narrow).max_abs
 
-    def _max_abs_inputs(self) -> list[int]:
-        """max|x_q| of the integers feeding each linear layer (zero points are 0)."""
+    def _input_grids(self) -> list[Grid]:
+        """The grid of the integers feeding each linear layer (zero points are 0)."""
         quantizers = (self.input_quant, *self.act_quants)
         bits = [self.n_input_bits] + [self.n_a_bits] * len(self.act_quants)
         return [
-            _grid_max_abs(
-                quantizer.act_quant.is_signed, n_bits, quantizer.act_quant.is_narrow_range
-            )
+            Grid(n_bits, quantizer.act_quant.is_signed, quantizer.act_quant.is_narrow_range)
             for quantizer, n_bits in zip(quantizers, bits, strict=True)
         ]
+
+    def _max_abs_inputs(self) -> list[int]:
+        """max|x_q| of the integers feeding each linear layer."""
+        return [grid.max_abs for grid in self._input_grids()]
 
     def max_active_neurons(self) -> int:
         """Inputs per neuron that fit the budget whatever the weights (the worst case)."""
@@ -428,12 +426,6 @@ def _calibrated_input_quantizer(n_bits: int, signed: bool):
     )
     quantizer.requires_grad_(False)
     return quantizer
-
-
-def _grid_max_abs(signed: bool, n_bits: int, narrow: bool) -> int:
-    if signed:
-        return 2 ** (n_bits - 1) - int(narrow)
-    return 2**n_bits - 1 - int(narrow)
 
 
 def _is_masked(linear) -> bool:
