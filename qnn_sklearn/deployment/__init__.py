@@ -10,9 +10,11 @@ from .executor import FHEBatchRunner, WorkerCrashedError, measure_throughput
 from .fhe_model import FHEModelClient, FHEModelDev, FHEModelServer
 from .framing import FramingError
 from .http_client import FHEHTTPClient, HTTPServiceError
+from .served_model import DeployableEstimator, ServedModel
 
 __all__ = [
     "ArtifactError",
+    "DeployableEstimator",
     "FHEBatchRunner",
     "FHEHTTPClient",
     "FHEModelClient",
@@ -20,6 +22,7 @@ __all__ = [
     "FHEModelServer",
     "FramingError",
     "HTTPServiceError",
+    "ServedModel",
     "VersionMismatchError",
     "WorkerCrashedError",
     "measure_throughput",

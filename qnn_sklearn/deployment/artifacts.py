@@ -24,17 +24,13 @@ from ..fhe_runtime import fhe
 from ..quantization import QuantizationOptions, QuantizedModule, UniformQuantizer
 from ..quantization.ops import _Reshape
 from ..quantization.stages import Stage, stage_from_json
+from .served_model import ServedModel
 
 CLIENT_ZIP = "client.zip"
 SERVER_ZIP = "server.zip"
 VERSIONS_JSON = "versions.json"
 MODEL_JSON = "qnn_sklearn.json"
 FORMAT = 1
-
-TASK_MODULE = "module"
-TASK_CLASSIFIER = "classifier"
-TASK_REGRESSOR = "regressor"
-TASKS = (TASK_MODULE, TASK_CLASSIFIER, TASK_REGRESSOR)
 
 # Files of a Server.save(via_mlir=True) archive: loading one runs jsonpickle on
 # configuration.json, which can build arbitrary objects. FHEModelServer refuses them.
@@ -215,12 +211,12 @@ def classes_from_json(data: dict) -> np.ndarray:
     return np.array(data["values"], dtype=dtype)
 
 
-def model_to_json(
-    module: QuantizedModule, task: str, classes=None, squeeze_output: bool | None = None
-) -> dict:
+def model_to_json(served: ServedModel) -> dict:
+    """The client's half of ``served``: the clear ends of its module, its task and labels."""
+    module, classes = served.module, served.classes
     return {
-        "task": task,
-        "squeeze_output": squeeze_output,
+        "task": served.task,
+        "squeeze_output": served.squeeze_output,
         "input_shape": list(module.input_shape),
         "preprocessing": preprocessing_to_json(module.preprocessing),
         "input_quantizer": quantizer_to_json(module.input_quantizer),

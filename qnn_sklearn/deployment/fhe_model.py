@@ -31,16 +31,13 @@ from pathlib import Path
 import numpy as np
 
 from ..fhe_runtime import fhe
+from ..postprocessing import softmax
 from . import framing
 from .artifacts import (
     CLIENT_SPECS_JSON,
     CLIENT_ZIP,
     MODEL_JSON,
     SERVER_ZIP,
-    TASK_CLASSIFIER,
-    TASK_MODULE,
-    TASK_REGRESSOR,
-    TASKS,
     VERSIONS_JSON,
     ArtifactError,
     add_json_to_zip,
@@ -53,45 +50,10 @@ from .artifacts import (
     open_archive,
     read_zip_json,
 )
+from .served_model import TASK_CLASSIFIER, TASK_REGRESSOR, TASKS, ServedModel
 
 COMPRESSION = {"compress_evaluation_keys": True, "compress_input_ciphertexts": True}
 """The concrete-python options that shrink evaluation keys and input ciphertexts (seeded)."""
-
-
-def _unwrap_model(model):
-    """(QuantizedModule, task, classes, squeeze_output) of a compiled module or estimator.
-
-    A regressor's ``predict`` is 1-D when it was fitted on a 1-D target (``target_ndim_``);
-    without that attribute, when the network has one output (``squeeze_output=None``).
-    """
-    classes = squeeze_output = None
-    if hasattr(model, "quantized_module_"):
-        from sklearn.base import is_classifier
-
-        module = model.quantized_module_
-        if is_classifier(model):
-            task, classes = TASK_CLASSIFIER, np.asarray(model.classes_)
-        else:
-            task = TASK_REGRESSOR
-            if hasattr(model, "target_ndim_"):
-                squeeze_output = model.target_ndim_ == 1
-    elif hasattr(model, "quantize_input") and hasattr(model, "fhe_circuit"):
-        module, task = model, TASK_MODULE
-    elif hasattr(model, "fit"):
-        raise ValueError(
-            f"This {type(model).__name__} has no quantized_module_: fit it and call compile(X) "
-            "before saving it for deployment."
-        )
-    else:
-        raise TypeError(
-            "FHEModelDev needs a compiled QuantizedModule or a fitted estimator with a "
-            f"quantized_module_, got {type(model).__name__}."
-        )
-    if module.fhe_circuit is None:
-        raise RuntimeError(
-            "This model has no FHE circuit yet: call compile(X) first, then save it."
-        )
-    return module, task, classes, squeeze_output
 
 
 def _is_compressed(configuration: fhe.Configuration) -> bool:
@@ -105,10 +67,10 @@ class FHEModelDev:
     ----------
     path_dir : str or Path
         Directory to write to (created if missing).
-    model : QuantizedModule or estimator
-        A compiled ``QuantizedModule`` (its raw dequantized output is served) or a fitted,
-        compiled estimator with ``quantized_module_`` (a classifier serves ``predict_proba``,
-        a regressor ``predict``).
+    model : QuantizedModule, DeployableEstimator or ServedModel
+        A compiled ``QuantizedModule`` (its raw dequantized output is served), a fitted,
+        compiled estimator (a classifier serves ``predict_proba``, a regressor ``predict``),
+        or a :class:`~.served_model.ServedModel` that states the task explicitly.
     compress : bool, default True
         Evaluation-key and input-ciphertext compression are compilation options of
         concrete-python. When the circuit was compiled without them, ``save`` recompiles its
@@ -135,13 +97,13 @@ class FHEModelDev:
         """
         if mode not in ("error", "overwrite"):
             raise ValueError(f"mode must be 'error' or 'overwrite', got {mode!r}.")
-        module, task, classes, squeeze_output = _unwrap_model(self.model)
+        served = ServedModel.of(self.model)
         targets = [self.path_dir / CLIENT_ZIP, self.path_dir / SERVER_ZIP]
         existing = [str(path) for path in targets if path.exists()]
         if existing and mode == "error":
             raise FileExistsError(f"{existing} already exist; pass mode='overwrite' to replace.")
-        server = self._server(module.fhe_circuit)
-        model_json = model_to_json(module, task, classes, squeeze_output)
+        server = self._server(served.module.fhe_circuit)
+        model_json = model_to_json(served)
         self.path_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=self.path_dir) as tmp:
             tmp = Path(tmp)
@@ -295,10 +257,6 @@ class FHEModelClient:
         """What ``predict_proba`` (classifier) / ``predict`` (regressor) gives in the clear."""
         output = self.module.dequantize_output(self.deserialize_decrypt(serialized_result))
         if self.task == TASK_CLASSIFIER:
-            # Imported here: qnn_sklearn.sklearn loads brevitas and skorch, which the server
-            # half of this module never needs (about 2.5 s of import time on this machine).
-            from ..sklearn.postprocessing import softmax
-
             return softmax(output)
         if self.task == TASK_REGRESSOR:
             squeeze = output.shape[1] == 1 if self.squeeze_output is None else self.squeeze_output

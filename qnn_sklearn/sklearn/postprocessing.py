@@ -1,12 +1,5 @@
-"""What turns the dequantized network output into an estimator's answer, in the clear."""
+"""The estimators' name for :mod:`qnn_sklearn.postprocessing` (qnn.py imports it from here)."""
 
-from __future__ import annotations
+from ..postprocessing import softmax
 
-import numpy as np
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Class probabilities from logits, row by row (numerically stable)."""
-    logits = np.asarray(logits, dtype=np.float64)
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
+__all__ = ["softmax"]

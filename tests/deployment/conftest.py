@@ -13,10 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 
-from qnn_sklearn.deployment import FHEModelClient, FHEModelDev
-from qnn_sklearn.sklearn.postprocessing import softmax
+from qnn_sklearn.deployment import FHEModelClient, FHEModelDev, ServedModel
 from qnn_sklearn.torch import compile_torch_model
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -30,40 +28,6 @@ def _tiny_module(seed: int, p_error=None, n_features: int = 3):
     inputset = np.random.default_rng(seed).normal(size=(100, n_features)).astype(np.float32)
     # Compiled without compression on purpose: FHEModelDev must add it.
     return compile_torch_model(model, inputset, n_bits=2, p_error=p_error), inputset
-
-
-class FakeClassifier(ClassifierMixin, BaseEstimator):
-    """The estimator contract FHEModelDev relies on: quantized_module_ and classes_."""
-
-    def __init__(self, module=None, classes=None):
-        self.module = module
-        self.classes = classes
-
-    def fit(self, X=None, y=None):
-        self.quantized_module_ = self.module
-        self.classes_ = np.asarray(self.classes)
-        return self
-
-    def predict_proba(self, X):
-        return softmax(self.quantized_module_.forward(X))
-
-
-class FakeRegressor(RegressorMixin, BaseEstimator):
-    def __init__(self, module=None):
-        self.module = module
-
-    def fit(self, X=None, y=None):
-        self.quantized_module_ = self.module
-        return self
-
-    def predict(self, X):
-        return self.quantized_module_.forward(X)
-
-
-@pytest.fixture(scope="session")
-def fake_regressor():
-    """The FakeRegressor class (fixtures, not imports: tests/ is not a package)."""
-    return FakeRegressor
 
 
 @pytest.fixture(scope="session")
@@ -104,8 +68,9 @@ def evaluation_keys(fhe_client) -> bytes:
 
 
 @pytest.fixture(scope="session")
-def classifier(tiny):
-    return FakeClassifier(tiny[0], np.array(["cat", "dog"])).fit()
+def classifier(tiny) -> ServedModel:
+    """The tiny module served as a classifier of string labels."""
+    return ServedModel(tiny[0], "classifier", np.array(["cat", "dog"]))
 
 
 @pytest.fixture(scope="session")

@@ -14,12 +14,15 @@ from concrete import fhe
 
 from qnn_sklearn.deployment import (
     ArtifactError,
+    DeployableEstimator,
     FHEModelClient,
     FHEModelDev,
     FHEModelServer,
+    ServedModel,
     VersionMismatchError,
     framing,
 )
+from qnn_sklearn.postprocessing import softmax
 
 SERVER_SCRIPT = """
 import sys
@@ -71,15 +74,27 @@ def test_save_refuses_to_overwrite_unless_asked(tiny, model_dir, tmp_path):
     }
 
 
-def test_dev_rejects_uncompiled_and_unfitted_models(tiny, fake_regressor, tmp_path):
+def test_dev_rejects_uncompiled_and_unfitted_models(tiny, tmp_path):
+    from qnn_sklearn import NeuralNetRegressor
+
     module = tiny[0]
     uncompiled = module.with_program("auto")
     with pytest.raises(RuntimeError, match="compile"):
         FHEModelDev(tmp_path / "a", uncompiled).save()
     with pytest.raises(ValueError, match="fit"):
-        FHEModelDev(tmp_path / "b", fake_regressor(module)).save()
+        FHEModelDev(tmp_path / "b", NeuralNetRegressor()).save()
     with pytest.raises(TypeError, match="QuantizedModule"):
         FHEModelDev(tmp_path / "c", object()).save()
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    "task, classes, match",
+    [("classifier", None, "classes"), ("module", ["a", "b"], "classes"), ("ranker", None, "task")],
+)
+def test_served_model_states_a_consistent_task(tiny, task, classes, match):
+    with pytest.raises(ValueError, match=match):
+        ServedModel(tiny[0], task, classes)
 
 
 def test_client_and_server_in_separate_processes(
@@ -140,22 +155,26 @@ def test_classifier_gives_predict_proba_with_string_classes(
         client.quantize_encrypt_serialize(X_test), client.get_serialized_evaluation_keys()
     )
     proba = client.deserialize_decrypt_dequantize(result)
-    np.testing.assert_array_equal(proba, classifier.predict_proba(X_test))
+    np.testing.assert_array_equal(proba, softmax(classifier.module.forward(X_test)))
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
     labels = client.classes_[proba.argmax(axis=1)]
     assert set(labels) <= {"cat", "dog"}
 
 
-def test_regressor_gives_predict(tiny, fake_regressor, key_dir, evaluation_keys, X_test, tmp_path):
-    regressor = fake_regressor(tiny[0]).fit()
-    FHEModelDev(tmp_path / "model", regressor).save()
+@pytest.mark.parametrize("squeeze_output", [None, True])
+def test_regressor_gives_predict(tiny, squeeze_output, key_dir, evaluation_keys, X_test, tmp_path):
+    """Two outputs: 2-D unless the regressor was fitted on a 1-D target (then column 0)."""
+    module = tiny[0]
+    FHEModelDev(tmp_path / "model", ServedModel(module, "regressor", None, squeeze_output)).save()
     client = FHEModelClient(tmp_path / "model", key_dir=key_dir)
     assert client.task == "regressor"
     result = FHEModelServer(tmp_path / "model").run(
         client.quantize_encrypt_serialize(X_test), evaluation_keys
     )
+    expected = module.forward(X_test)
     np.testing.assert_array_equal(
-        client.deserialize_decrypt_dequantize(result), regressor.predict(X_test)
+        client.deserialize_decrypt_dequantize(result),
+        expected[:, 0] if squeeze_output else expected,
     )
 
 
@@ -318,6 +337,7 @@ def test_the_package_estimators_round_trip(kind, tmp_path):
             **settings,
         ).fit(X, y)
         model.compile(X)
+    assert isinstance(model, DeployableEstimator)  # the protocol FHEModelDev relies on
     FHEModelDev(tmp_path / "model", model).save()
     client = FHEModelClient(tmp_path / "model")
     result = FHEModelServer(tmp_path / "model").run(
