@@ -15,7 +15,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from .program import LinearStep, LookupStep, ReshapeStep, accumulator_range, bits_for
+from .bounds import accumulator_range
+from .program import LinearStep, LookupStep, ReshapeStep, bits_for
 from .quantizers import QuantizationOptions, UniformQuantizer
 from .rounding import (
     AUTO_ROUNDING,

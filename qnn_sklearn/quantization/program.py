@@ -21,20 +21,6 @@ def bits_for(max_value: int) -> int:
     return max(int(max_value).bit_length(), 1)
 
 
-def accumulator_range(weight: np.ndarray, lo, hi) -> tuple[np.ndarray, np.ndarray]:
-    """Exact range of each neuron's ``Σ_i weight[j, i] · x_i`` over inputs ``lo ≤ x ≤ hi``.
-
-    ``lo`` and ``hi`` are per input or one for all. Each input takes either end of its range
-    independently, so neuron j's minimum puts the inputs with positive weights at ``lo`` and the
-    others at ``hi`` (its maximum the other way round).
-    """
-    weight = np.asarray(weight, dtype=np.int64)
-    lo = np.broadcast_to(np.asarray(lo, dtype=np.int64), weight.shape[1:])
-    hi = np.broadcast_to(np.asarray(hi, dtype=np.int64), weight.shape[1:])
-    positive, negative = np.maximum(weight, 0), np.minimum(weight, 0)
-    return positive @ lo + negative @ hi, positive @ hi + negative @ lo
-
-
 class LinearStep:
     """``y = x @ weightᵀ + offset``: leveled (no bootstrap) in FHE.
 

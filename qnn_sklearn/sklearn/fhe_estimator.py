@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ..quantization.bounds import check_certified_bits
 from ..quantization.module import FHE_MODES
 from ..quantization.tabulation import bootstraps
 from ..torch import build_brevitas_qat_model
@@ -127,7 +128,8 @@ class FHEEstimatorMixin:
         """``quantized_module_`` from the trained network (Brevitas' scales; no data needed:
         the export's sample row only gives the input shape). A SparseQuantNeuralNetwork
         trained with the rounding and brings it along; another module is rounded after
-        training."""
+        training. A SparseQuantNeuralNetwork's certified accumulators must fit its
+        ``n_accum_bits`` (the invariant its pruner keeps): AccumulatorOverflowError if not."""
         sample = np.zeros((1, self.n_features_in_), dtype=np.float32)
         trained_rounding = isinstance(self.module_, SparseQuantNeuralNetwork)
         self.quantized_module_ = build_brevitas_qat_model(
@@ -135,6 +137,8 @@ class FHEEstimatorMixin:
             sample,
             rounding_threshold_bits=None if trained_rounding else self.rounding_threshold_bits,
         )
+        if trained_rounding:
+            check_certified_bits(self.quantized_module_.layers, self.module_.n_accum_bits)
 
     def fit(self, X, y, **fit_params):
         """Train (quantization-aware, pruned) and import the integer model."""

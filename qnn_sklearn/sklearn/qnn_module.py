@@ -16,8 +16,13 @@ from brevitas import nn as qnn
 from torch import nn
 from torch.nn.utils import parametrize
 
+from ..quantization.bounds import (
+    accumulator_range,
+    max_terms,
+    signed_limit,
+    worst_case_magnitude,
+)
 from ..quantization.grid import Grid
-from ..quantization.program import accumulator_range
 from ..quantization.rounding import (
     AUTO_ROUNDING,
     check_rounding_threshold_bits,
@@ -261,7 +266,7 @@ class SparseQuantNeuralNetwork(nn.Module):
     @property
     def accumulator_budget(self) -> int:
         """Largest |accumulator| that fits ``n_accum_bits`` signed bits."""
-        return 2 ** (self.n_accum_bits - 1) - 1
+        return signed_limit(self.n_accum_bits)
 
     def _max_abs_weight(self) -> int:
         return Grid(self.n_w_bits, signed=True, narrow=self.quant_narrow).max_abs
@@ -282,7 +287,7 @@ class SparseQuantNeuralNetwork(nn.Module):
     def max_active_neurons(self) -> int:
         """Inputs per neuron that fit the budget whatever the weights (the worst case)."""
         max_weight = self._max_abs_weight()
-        return min(self.accumulator_budget // (max_weight * m) for m in self._max_abs_inputs())
+        return min(max_terms(self.n_accum_bits, max_weight, m) for m in self._max_abs_inputs())
 
     # -- pruning -------------------------------------------------------------------------------
 
@@ -303,7 +308,8 @@ class SparseQuantNeuralNetwork(nn.Module):
             q = torch.clamp(torch.round(candidates / scale), -limit, limit)
             magnitude = q.abs().to(torch.int64)
             order = torch.argsort(candidates.abs(), dim=1, descending=True, stable=True)
-            cost = torch.cumsum(torch.gather(magnitude, 1, order), dim=1) * max_abs_input
+            running_sum = torch.cumsum(torch.gather(magnitude, 1, order), dim=1)
+            cost = worst_case_magnitude(running_sum, max_abs_input)
             keep_sorted = cost <= self.accumulator_budget
             mask = torch.zeros_like(candidates)
             mask.scatter_(1, order, keep_sorted.to(candidates.dtype))
@@ -375,7 +381,7 @@ class SparseQuantNeuralNetwork(nn.Module):
 
     def row_costs(self, linear, max_abs_input: int) -> torch.Tensor:
         """``Σ|w_q| · max|x_q|`` per neuron, on the integer weights."""
-        return self._integer_weight(linear).abs().sum(dim=1) * max_abs_input
+        return worst_case_magnitude(self._integer_weight(linear).abs().sum(dim=1), max_abs_input)
 
     def _drop_dead_neurons(self) -> None:
         for index in range(len(self.linears) - 1):

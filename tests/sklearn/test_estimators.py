@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import pickle
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from sklearn.base import clone
 from sklearn.datasets import make_regression
 from sklearn.exceptions import NotFittedError
@@ -15,7 +17,13 @@ from sklearn.model_selection import GridSearchCV, train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+import qnn_sklearn
 from qnn_sklearn import NeuralNetClassifier, NeuralNetRegressor
+from qnn_sklearn.quantization.bounds import (
+    AccumulatorOverflowError,
+    check_certified_bits,
+    signed_bits,
+)
 
 SMALL = {"module__n_layers": 2, "max_epochs": 30, "lr": 0.02, "random_state": 0}
 
@@ -121,6 +129,10 @@ def test_real_fhe_equals_clear(iris_classifier, iris_split):
 def test_fhe_report_certifies_accumulators(iris_classifier):
     report = iris_classifier.fhe_report()
     assert report["max_certified_bits"] <= 8
+    # the package's own check of the invariant holds on the trained model
+    check_certified_bits(iris_classifier.quantized_module_.layers, 8)
+    for layer in report["layers"]:
+        assert signed_bits(*layer["certified_range"]) <= 8
     # 4 features on a 3-bit grid: tables on the packed 12-bit row would cost more
     assert report["program"] == "layered"
     assert report["lookups"] == [
@@ -302,3 +314,18 @@ def test_two_feature_network_runs_as_one_table_per_class(insecure_fhe_configurat
     )
     _assert_every_path_agrees(model, X[:500], X[500:], insecure_fhe_configuration)
     assert model.fhe_report()["circuit_pbs_count"] == 2
+
+
+def test_weights_past_the_budget_are_refused(iris_classifier):
+    """Weights tampered with after pruning (every weight of the 16-input output layer at the
+    top 3-bit level: 16 · 3 · 7 = 336 > 127) fail the certified-bits check on import."""
+    buffer = io.BytesIO()
+    iris_classifier.dump(buffer)
+    tampered = qnn_sklearn.load(io.BytesIO(buffer.getvalue()))
+    last = tampered.module_.linears[-1]
+    with torch.no_grad():
+        last.weight.fill_(1.0)
+    buffer = io.BytesIO()
+    tampered.dump(buffer)
+    with pytest.raises(AccumulatorOverflowError, match="n_accum_bits=8"):
+        qnn_sklearn.load(io.BytesIO(buffer.getvalue()))

@@ -1,0 +1,90 @@
+"""Accumulator intervals: the one arithmetic behind the pruner's budget and the builder's bounds.
+
+A neuron's accumulator is ``Σ_i w_i · x_i`` over integer weights ``w`` and integer inputs ``x``
+in a box ``lo ≤ x ≤ hi``. :func:`accumulator_range` is its exact range. The pruner of
+SparseQuantNeuralNetwork keeps each neuron within ``n_accum_bits`` over the symmetric box
+``[−max|x|, max|x|]`` that contains every input grid (:func:`worst_case_magnitude`, the same
+range's end there), while the builder certifies the exact range over the grid the input really
+has. The exact range lies within the worst case, so :func:`check_certified_bits` holds for
+every pruned network; it is checked all the same after each import, as the invariant it is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+import numpy as np
+
+
+def accumulator_range(weight: np.ndarray, lo, hi) -> tuple[np.ndarray, np.ndarray]:
+    """Exact range of each neuron's ``Σ_i weight[j, i] · x_i`` over inputs ``lo ≤ x ≤ hi``.
+
+    ``lo`` and ``hi`` are per input or one for all. Each input takes either end of its range
+    independently, so neuron j's minimum puts the inputs with positive weights at ``lo`` and the
+    others at ``hi`` (its maximum the other way round).
+    """
+    weight = np.asarray(weight, dtype=np.int64)
+    lo = np.broadcast_to(np.asarray(lo, dtype=np.int64), weight.shape[1:])
+    hi = np.broadcast_to(np.asarray(hi, dtype=np.int64), weight.shape[1:])
+    positive, negative = np.maximum(weight, 0), np.minimum(weight, 0)
+    return positive @ lo + negative @ hi, positive @ hi + negative @ lo
+
+
+def worst_case_magnitude(abs_weight_sum, max_abs_input: int):
+    """Largest ``|Σ w_i · x_i|`` over inputs ``|x_i| ≤ max_abs_input``: ``Σ|w_i| · max_abs_input``.
+
+    This is :func:`accumulator_range` on the symmetric box, where the maximum and minus the
+    minimum are equal. It takes sums of ``|w|`` (numpy or torch, e.g. running sums), so the
+    pruner can price its candidate weights one by one.
+    """
+    return abs_weight_sum * max_abs_input
+
+
+def signed_limit(n_bits: int) -> int:
+    """Largest ``|accumulator|`` the pruner allows in ``n_bits`` signed bits: ``2^(n−1) − 1``.
+
+    Symmetric, so a neuron's bound does not depend on the sign of its weights.
+    """
+    return 2 ** (n_bits - 1) - 1
+
+
+def max_terms(n_bits: int, max_abs_weight: int, max_abs_input: int) -> int:
+    """Inputs per neuron that fit ``n_bits`` whatever their weights and values (worst case)."""
+    return signed_limit(n_bits) // worst_case_magnitude(max_abs_weight, max_abs_input)
+
+
+def signed_bits(lo: int, hi: int) -> int:
+    """Bits of the two's-complement integer that holds every value of ``lo..hi``."""
+    magnitude_bits = max(int(hi), 0).bit_length(), max(-int(lo) - 1, 0).bit_length()
+    return max(magnitude_bits) + 1
+
+
+class CertifiedLayer(Protocol):
+    """A linear layer with its certified accumulator range (builder.LayerReport)."""
+
+    name: str
+    accumulator_min: np.ndarray
+    accumulator_max: np.ndarray
+
+
+class AccumulatorOverflowError(RuntimeError):
+    """A certified accumulator needs more bits than the network was pruned for."""
+
+
+def check_certified_bits(layers: Iterable[CertifiedLayer], n_accum_bits: int) -> None:
+    """Raise AccumulatorOverflowError if a layer's certified range needs > ``n_accum_bits``.
+
+    The pruner's worst case contains the certified range, so this never fires on a network
+    the pruner left; it guards the seam between the two (grids, scales, zero points).
+    """
+    for layer in layers:
+        lo, hi = int(np.min(layer.accumulator_min)), int(np.max(layer.accumulator_max))
+        bits = signed_bits(lo, hi)
+        if bits > n_accum_bits:
+            raise AccumulatorOverflowError(
+                f"Layer {layer.name!r}: its certified accumulator range [{lo}, {hi}] needs "
+                f"{bits} signed bits, more than n_accum_bits={n_accum_bits}. The network's "
+                "weights were changed after pruning, or the pruner and the integer model "
+                "disagree on a grid; retrain (fit) the estimator."
+            )

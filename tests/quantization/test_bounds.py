@@ -1,0 +1,82 @@
+"""Accumulator intervals against brute force, and the certified-bits check."""
+
+from __future__ import annotations
+
+import itertools
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from qnn_sklearn.quantization.bounds import (
+    AccumulatorOverflowError,
+    accumulator_range,
+    check_certified_bits,
+    max_terms,
+    signed_bits,
+    signed_limit,
+    worst_case_magnitude,
+)
+
+
+@st.composite
+def layers(draw):
+    """A small integer weight matrix and a per-input box ``lo ≤ x ≤ hi``."""
+    n_out, n_in = draw(st.integers(1, 3)), draw(st.integers(1, 4))
+    weight = draw(hnp.arrays(np.int64, (n_out, n_in), elements=st.integers(-7, 7)))
+    ends = draw(hnp.arrays(np.int64, (2, n_in), elements=st.integers(-4, 4)))
+    return weight, ends.min(axis=0), ends.max(axis=0)
+
+
+@settings(deadline=None, max_examples=80)
+@given(layer=layers())
+def test_accumulator_range_is_brute_force(layer):
+    weight, lo, hi = layer
+    inputs = np.array(list(itertools.product(*(range(a, b + 1) for a, b in zip(lo, hi)))))
+    accumulators = inputs @ weight.T
+    acc_min, acc_max = accumulator_range(weight, lo, hi)
+    np.testing.assert_array_equal(acc_min, accumulators.min(axis=0))
+    np.testing.assert_array_equal(acc_max, accumulators.max(axis=0))
+
+
+@settings(deadline=None, max_examples=60)
+@given(
+    weight=hnp.arrays(np.int64, (2, 3), elements=st.integers(-7, 7)),
+    max_abs=st.integers(0, 5),
+)
+def test_worst_case_is_the_symmetric_range(weight, max_abs):
+    """The pruner's Σ|w|·max|x| is accumulator_range's bound on [−max|x|, max|x|]."""
+    acc_min, acc_max = accumulator_range(weight, -max_abs, max_abs)
+    worst = worst_case_magnitude(np.abs(weight).sum(axis=1), max_abs)
+    np.testing.assert_array_equal(worst, acc_max)
+    np.testing.assert_array_equal(worst, -acc_min)
+
+
+@given(lo=st.integers(-600, 600), hi=st.integers(-600, 600))
+def test_signed_bits_is_the_fewest_that_hold_the_range(lo, hi):
+    lo, hi = min(lo, hi), max(lo, hi)
+    fewest = next(n for n in range(1, 20) if -(2 ** (n - 1)) <= lo and hi <= 2 ** (n - 1) - 1)
+    assert signed_bits(lo, hi) == fewest
+
+
+@given(n_bits=st.integers(2, 16), max_w=st.integers(1, 8), max_x=st.integers(1, 16))
+def test_max_terms_is_the_most_that_fit(n_bits, max_w, max_x):
+    k = max_terms(n_bits, max_w, max_x)
+    assert k * max_w * max_x <= signed_limit(n_bits) < (k + 1) * max_w * max_x
+
+
+def _layer(lo: int, hi: int):
+    return SimpleNamespace(
+        name="gemm", accumulator_min=np.array([lo]), accumulator_max=np.array([hi])
+    )
+
+
+def test_check_certified_bits():
+    check_certified_bits([_layer(-127, 127), _layer(-128, 0)], 8)
+    with pytest.raises(AccumulatorOverflowError, match=r"'gemm'.*\[0, 128\].*9 signed bits.*8"):
+        check_certified_bits([_layer(0, 128)], 8)
+    with pytest.raises(AccumulatorOverflowError, match="9 signed bits"):
+        check_certified_bits([_layer(-129, 0)], 8)
