@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__ as QNN_SKLEARN_VERSION
-from .. import safe_zip
+from .. import file_format, safe_zip
 from ..fhe_runtime import fhe
 from ..quantization import QuantizationOptions, QuantizedModule, UniformQuantizer
 from ..quantization.ops import _Reshape
@@ -59,13 +59,18 @@ def current_versions() -> dict:
     }
 
 
-def check_versions(found: dict, what: str) -> None:
-    """Raise :class:`VersionMismatchError` naming both sides when ``found`` differs."""
-    mine = current_versions()
-    if found.get("format") != FORMAT:
-        raise ArtifactError(
-            f"{what} has format {found.get('format')!r}; this qnn_sklearn reads format {FORMAT}."
+def check_versions(found, what: str) -> None:
+    """Refuse another format version (:class:`ArtifactError`), then other runtime versions
+    (:class:`VersionMismatchError`, naming both sides)."""
+    if not isinstance(found, dict):
+        raise ArtifactError(f"{what}: {VERSIONS_JSON} must be a JSON object.")
+    try:
+        file_format.check_format_version(
+            found.get("format"), FORMAT, what, found.get("qnn_sklearn")
         )
+    except file_format.FormatError as error:
+        raise ArtifactError(str(error)) from None
+    mine = current_versions()
     keys = ("qnn_sklearn", "concrete-python")
     if any(found.get(key) != mine[key] for key in keys):
         raise VersionMismatchError(
@@ -179,36 +184,14 @@ def quantizer_from_json(data: dict) -> UniformQuantizer:
     return UniformQuantizer(options, float(data["scale"]), int(data["zero_point"]))
 
 
-def classes_to_json(classes) -> dict:
-    """Labels of any numpy dtype that JSON can carry (numbers, booleans, strings)."""
-    classes = np.asarray(classes)
-    if classes.ndim != 1:
-        raise ArtifactError(f"classes_ must be 1-D, got shape {classes.shape}.")
-    if classes.dtype.kind in "biufUS":
-        values = classes.astype(str).tolist() if classes.dtype.kind == "S" else classes.tolist()
-        return {"dtype": classes.dtype.str, "values": values}
-    values = classes.tolist()
-    if not all(isinstance(value, (str, int, float, bool)) for value in values):
-        raise ArtifactError(
-            "classes_ holds labels that JSON cannot carry (only numbers, booleans and strings)."
-        )
-    return {"dtype": "object", "values": values}
-
-
-def classes_from_json(data: dict) -> np.ndarray:
-    if not isinstance(data["values"], list):
-        raise ArtifactError("classes.values must be a list.")
-    if data["dtype"] == "object":
-        out = np.empty(len(data["values"]), dtype=object)
-        out[:] = data["values"]
-        return out
+def classes_from_json(data) -> np.ndarray | None:
+    """A classifier's labels (:func:`qnn_sklearn.file_format.labels_from_json`), or None."""
+    if data is None:
+        return None
     try:
-        dtype = safe_zip.declared_dtype(data["dtype"], len(data["values"]), "classes.dtype")
-    except safe_zip.UnsafeArchiveError as error:
+        return file_format.labels_from_json(data, "classes")
+    except (file_format.FormatError, safe_zip.UnsafeArchiveError) as error:
         raise ArtifactError(f"{MODEL_JSON}: {error}") from None
-    if dtype.kind == "S":
-        return np.array([value.encode() for value in data["values"]], dtype=dtype)
-    return np.array(data["values"], dtype=dtype)
 
 
 def model_to_json(served: ServedModel) -> dict:
@@ -221,7 +204,7 @@ def model_to_json(served: ServedModel) -> dict:
         "preprocessing": preprocessing_to_json(module.preprocessing),
         "input_quantizer": quantizer_to_json(module.input_quantizer),
         "output_stages": [stage.to_json() for stage in module.output_stages],
-        "classes": None if classes is None else classes_to_json(classes),
+        "classes": None if classes is None else file_format.labels_to_json(classes),
     }
 
 

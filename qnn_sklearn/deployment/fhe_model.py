@@ -157,9 +157,7 @@ class FHEModelClient:
         self.task = description["task"]
         self.squeeze_output = description.get("squeeze_output")
         self.module = client_module_from_json(description)
-        self.classes_ = (
-            None if description["classes"] is None else classes_from_json(description["classes"])
-        )
+        self.classes_ = classes_from_json(description.get("classes"))
         # Built from the bounded bytes above, not with fhe.Client.load, which would extract
         # the whole archive to a temporary directory without limits.
         self.client = fhe.Client(_client_specs(specs, zip_path))

@@ -36,7 +36,7 @@ import torch
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.validation import check_is_fitted
 
-from .. import __version__, safe_zip
+from .. import __version__, file_format, safe_zip
 from .fhe_estimator import FHEEstimatorMixin
 from .qnn_module import SparseQuantNeuralNetwork, _rebuild
 from .saved_network import checked_widths, network_widths, read_state
@@ -55,8 +55,6 @@ FORMAT_VERSION = 1
 """Raised whenever the layout changes; a file of another version is refused, not guessed at."""
 
 MANIFEST = "manifest.json"
-_LABEL_DTYPE_KINDS = "biufUO"
-"""numpy dtype kinds whose values a JSON list holds exactly (bool, int, float, str, object)."""
 _FITTED_INTEGERS = ("n_features_in_", "n_outputs_", "target_ndim_")
 
 MAX_NESTING = 16
@@ -199,13 +197,12 @@ def _read_manifest(archive: zipfile.ZipFile) -> dict:
     manifest = safe_zip.read_json_member(archive, MANIFEST)
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         raise ValueError(f"{MANIFEST} does not describe a {FORMAT_NAME} file.")
-    version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
-        raise ValueError(
-            f"This file has format version {version!r} (written by qnn_sklearn "
-            f"{manifest.get('qnn_sklearn_version')}); qnn_sklearn {__version__} reads format "
-            f"version {FORMAT_VERSION}. Load it with the qnn_sklearn version that wrote it."
-        )
+    file_format.check_format_version(
+        manifest.get("format_version"),
+        FORMAT_VERSION,
+        "This file",
+        manifest.get("qnn_sklearn_version"),
+    )
     return manifest
 
 
@@ -307,7 +304,7 @@ def _fitted_to_json(estimator) -> dict:
     if hasattr(estimator, "feature_names_in_"):
         fitted["feature_names_in_"] = [str(name) for name in estimator.feature_names_in_]
     if hasattr(estimator, "label_encoder_"):
-        fitted["classes"] = _labels_to_json(estimator.label_encoder_.classes_)
+        fitted["classes"] = file_format.labels_to_json(estimator.label_encoder_.classes_)
     return fitted
 
 
@@ -327,27 +324,6 @@ def _restore_fitted(estimator, fitted: dict) -> None:
         estimator.feature_names_in_ = np.asarray(names, dtype=object)
     if "classes" in fitted:
         estimator.label_encoder_ = LabelEncoder()
-        estimator.label_encoder_.classes_ = _labels_from_json(fitted["classes"])
-
-
-def _labels_to_json(classes: np.ndarray) -> dict:
-    """Class labels as a JSON list and their numpy dtype, so ``predict`` returns the same type."""
-    kind = classes.dtype.kind
-    if kind not in _LABEL_DTYPE_KINDS or (
-        kind == "O" and not all(isinstance(label, str) for label in classes)
-    ):
-        raise ValueError(
-            f"Cannot dump class labels of dtype {classes.dtype} ({classes[:3].tolist()}...): "
-            "dump saves numbers, booleans and strings. Fit on labels of one of those types."
+        estimator.label_encoder_.classes_ = file_format.labels_from_json(
+            fitted["classes"], f"{MANIFEST}: fitted.classes"
         )
-    return {"dtype": classes.dtype.str, "values": classes.tolist()}
-
-
-def _labels_from_json(labels) -> np.ndarray:
-    values = labels.get("values") if isinstance(labels, dict) else None
-    if not isinstance(values, list):
-        raise ValueError(f"{MANIFEST}: fitted.classes must hold a list of values.")
-    dtype = safe_zip.declared_dtype(labels.get("dtype"), len(values), "fitted.classes.dtype")
-    if dtype.kind not in _LABEL_DTYPE_KINDS:
-        raise ValueError(f"Class labels of dtype {dtype} are not something dump writes.")
-    return np.asarray(values, dtype=dtype)
