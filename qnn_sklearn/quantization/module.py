@@ -13,21 +13,12 @@ from tqdm.auto import tqdm
 
 from ..fhe_runtime import fhe
 from .builder import LayerReport, ModuleBuilder, PostTrainingOptions
+from .compile_options import CompileOptions
 from .ops import ONNX_OPS_TO_QUANTIZED_IMPL
 from .program import LinearStep, run_program
 from .quantizers import UniformQuantizer
 from .stages import apply_stages
 from .tabulation import choose_program
-
-DEFAULT_P_ERROR = 2.0**-40
-"""Per-bootstrap error probability when neither ``p_error`` nor ``global_p_error`` is given.
-
-Chosen so that FHE equals the clear integer model in practice: a model with 500 bootstraps
-errs in about one prediction in 2·10⁹. Measured (benchmarks/README.md, "concrete-python knobs"):
-2⁻²⁰ instead halves the FHE time and the keygen, but then each bootstrap errs with probability
-~10⁻⁶, so such a model returns a result different from the clear one in about one prediction in
-2,000. Pass ``p_error`` (or ``global_p_error``, per prediction) to ``compile`` to trade the two.
-"""
 
 FHE_MODES = ("disable", "simulate", "execute")
 
@@ -43,22 +34,6 @@ FHE_THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") e
 """Encrypted rows run at once. concrete-python's runtime releases the GIL, so rows on parallel
 threads use the cores one prediction leaves idle: 1.25× to 1.8× the rows/s on 2 cores,
 depending on how busy one run already keeps them (benchmarks/README.md, "Cores")."""
-
-
-def check_error_probability(name: str, value) -> None:
-    """ValueError unless ``value`` is None or a probability strictly between 0 and 1.
-
-    concrete-python accepts any number and picks parameters from it; the circuit then errs
-    in ways its simulation does not reproduce (p_error=2.0: simulation differed from clear on
-    2 rows of 3, issue 13).
-    """
-    if value is None:
-        return
-    is_number = isinstance(value, int | float | np.integer | np.floating)
-    if isinstance(value, bool) or not is_number or not 0.0 < value < 1.0:
-        raise ValueError(
-            f"{name} is a probability: it must be in (0, 1), exclusive; got {value!r}."
-        )
 
 
 def check_fhe_mode(fhe_mode: str) -> str:
@@ -102,7 +77,8 @@ class QuantizedModule:
         )
         self._circuit = None
         self._simulation = None  # batched, simulation-only circuit, compiled on first use
-        self._compile_spec = None  # what compile() was given, to rebuild after unpickling
+        self.compile_options: CompileOptions | None = None  # set by compile()
+        self._compile_set = None  # the integer inputset compile() used, to rebuild the circuit
 
     def with_program(self, program: str) -> QuantizedModule:
         """This model, uncompiled, with its circuit's program chosen by ``program``
@@ -230,20 +206,12 @@ class QuantizedModule:
     def _simulation_circuit(self):
         if self._simulation is None:
             self._require_circuit()
-            spec = self._compile_spec
-            compile_set = spec["compile_set"]
+            compile_set = self._compile_set
             # rows of the FHE circuit's inputset, tiled into batches (extremes in each)
             reps = -(-SIMULATION_BATCH // len(compile_set))
             tiled = np.concatenate([compile_set] * reps)[:SIMULATION_BATCH]
             batches = [tiled, np.roll(tiled, 1, axis=0), np.roll(tiled, 2, axis=0)]
-            # the FHE circuit's per-PBS error probability, not a global one: a global budget
-            # spread over SIMULATION_BATCH times more bootstraps would pick other parameters
-            configuration = spec["configuration"].fork(
-                fhe_simulation=True,
-                fhe_execution=False,
-                p_error=float(self.fhe_circuit.p_error),
-                global_p_error=None,
-            )
+            configuration = self.compile_options.simulation_configuration(self.fhe_circuit.p_error)
             compiler = fhe.Compiler(self._circuit_function, {"x": "encrypted"})
             self._simulation = compiler.compile(batches, configuration=configuration)
         return self._simulation
@@ -254,7 +222,7 @@ class QuantizedModule:
 
     @property
     def is_compiled(self) -> bool:
-        return self._compile_spec is not None
+        return self.compile_options is not None
 
     @property
     def fhe_circuit(self):
@@ -263,8 +231,8 @@ class QuantizedModule:
         A circuit does not survive pickling; it is compiled again, from the same integer
         inputset and configuration, the first time it is needed after unpickling.
         """
-        if self._circuit is None and self._compile_spec is not None:
-            self._circuit = self._compile_circuit(**self._compile_spec)
+        if self._circuit is None and self.is_compiled:
+            self._circuit = self._compile_circuit(self._compile_set, self.compile_options)
         return self._circuit
 
     def _require_circuit(self):
@@ -290,6 +258,7 @@ class QuantizedModule:
     def compile(
         self,
         inputset,
+        *,
         configuration: fhe.Configuration | None = None,
         p_error: float | None = None,
         global_p_error: float | None = None,
@@ -299,33 +268,30 @@ class QuantizedModule:
 
         Bit widths come from the certified bounds (hints on every accumulator and lookup), so
         the inputset only needs to be representative: it sets the calibrated ranges reported
-        by :meth:`bitwidth_report`. The grid's extreme inputs are added to it. ``p_error``
-        and ``global_p_error`` must be in (0, 1).
+        by :meth:`bitwidth_report`. The grid's extreme inputs are added to it. The settings
+        are checked and kept as ``compile_options`` (:class:`CompileOptions`); a refused
+        setting leaves the previous circuit in place.
         """
-        check_error_probability("p_error", p_error)
-        check_error_probability("global_p_error", global_p_error)
+        options = CompileOptions(p_error, global_p_error, configuration, verbose)
         q_x = self.quantize_input(inputset)
         self.calibrate(q_x)
-        options = self.input_quantizer.options
+        grid = self.input_quantizer.options.grid
         extremes = np.stack(
-            [np.zeros(q_x.shape[1:], np.int64), np.full(q_x.shape[1:], options.qmax - options.qmin)]
+            [np.zeros(q_x.shape[1:], np.int64), np.full(q_x.shape[1:], grid.qmax - grid.qmin)]
         )
         rng = np.random.default_rng(0)
         sample = q_x[rng.permutation(len(q_x))[:_COMPILE_SAMPLE_ROWS]]
-        if p_error is None and global_p_error is None:
-            p_error = DEFAULT_P_ERROR
-        configuration = (configuration or fhe.Configuration()).fork(
-            p_error=p_error, global_p_error=global_p_error, verbose=verbose
-        )
-        spec = {"compile_set": np.concatenate([extremes, sample]), "configuration": configuration}
-        self._circuit = self._compile_circuit(**spec)
+        compile_set = np.concatenate([extremes, sample])
+        self._circuit = self._compile_circuit(compile_set, options)
         self._simulation = None
-        self._compile_spec = spec
+        self._compile_set, self.compile_options = compile_set, options
         return self._circuit
 
-    def _compile_circuit(self, compile_set: np.ndarray, configuration: fhe.Configuration):
+    def _compile_circuit(self, compile_set: np.ndarray, options: CompileOptions):
         compiler = fhe.Compiler(self._circuit_function, {"x": "encrypted"})
-        return compiler.compile([row[None] for row in compile_set], configuration=configuration)
+        return compiler.compile(
+            [row[None] for row in compile_set], configuration=options.circuit_configuration()
+        )
 
     def calibrate(self, q_x: np.ndarray) -> None:
         """Record each layer's accumulator range on these inputs (for the report)."""

@@ -175,7 +175,13 @@ class FHEEstimatorMixin:
         """Build the FHE circuit, calibrated on ``X``; returns it (also ``fhe_circuit_``)."""
         check_is_fitted(self)
         X = self._validate_X(X, reset=False)
-        return self.quantized_module_.compile(X, configuration, p_error, global_p_error, verbose)
+        return self.quantized_module_.compile(
+            X,
+            configuration=configuration,
+            p_error=p_error,
+            global_p_error=global_p_error,
+            verbose=verbose,
+        )
 
     @property
     def fhe_circuit_(self):

@@ -90,8 +90,7 @@ def compile_torch_model(
 ) -> QuantizedModule:
     """Quantize a float torch MLP after training and compile it to an FHE circuit."""
     module = build_torch_model(torch_model, torch_inputset, n_bits, rounding_threshold_bits)
-    module.compile(_as_numpy(torch_inputset), configuration, p_error, global_p_error, verbose)
-    return module
+    return _compile(module, torch_inputset, configuration, p_error, global_p_error, verbose)
 
 
 def compile_brevitas_qat_model(
@@ -105,5 +104,17 @@ def compile_brevitas_qat_model(
 ) -> QuantizedModule:
     """Import a Brevitas quantization-aware model and compile it to an FHE circuit."""
     module = build_brevitas_qat_model(brevitas_model, torch_inputset, rounding_threshold_bits)
-    module.compile(_as_numpy(torch_inputset), configuration, p_error, global_p_error, verbose)
+    return _compile(module, torch_inputset, configuration, p_error, global_p_error, verbose)
+
+
+def _compile(module, torch_inputset, configuration, p_error, global_p_error, verbose):
+    """``module.compile`` on the inputset, each setting by keyword (QuantizedModule.compile
+    makes the one CompileOptions from them)."""
+    module.compile(
+        _as_numpy(torch_inputset),
+        configuration=configuration,
+        p_error=p_error,
+        global_p_error=global_p_error,
+        verbose=verbose,
+    )
     return module

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from qnn_sklearn.quantization import DEFAULT_P_ERROR
+from qnn_sklearn.quantization import DEFAULT_P_ERROR, CompileOptions
 from qnn_sklearn.quantization.program import LinearStep, LookupStep
 from qnn_sklearn.torch import build_torch_model
 
@@ -165,6 +165,7 @@ def test_compile_returns_and_stores_the_circuit(mlp, make_inputset):
     assert all(r["calibrated_range"] is None for r in module.bitwidth_report())
     circuit = module.compile(inputset, global_p_error=1e-3)
     assert circuit is module.fhe_circuit
+    assert module.compile_options == CompileOptions(global_p_error=1e-3)
     assert circuit.global_p_error <= 1e-3 * (1 + 1e-6)
     assert all(r["calibrated_range"] is not None for r in module.bitwidth_report())
     q = module.quantize_input(inputset)
@@ -241,11 +242,12 @@ def test_bad_input_is_named(ptq_relu_mlp, x, match, entry):
 def test_error_probabilities_outside_zero_one_are_refused(ptq_relu_mlp, kwargs):
     """concrete-python accepts them, and simulation then disagrees with clear."""
     module = ptq_relu_mlp.module
-    circuit = module.fhe_circuit
+    circuit, options = module.fhe_circuit, module.compile_options
     name = "global_p_error" if "global_p_error" in kwargs else "p_error"
     with pytest.raises(ValueError, match=rf"^{name} is a probability: it must be in \(0, 1\)"):
         module.compile(ptq_relu_mlp.inputset, **kwargs)
     assert module.fhe_circuit is circuit  # refused before anything was compiled
+    assert module.compile_options is options
 
 
 def test_empty_list_is_reported_as_empty_input(ptq_relu_mlp):
