@@ -30,6 +30,7 @@ import io
 import json
 import zipfile
 from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -37,7 +38,6 @@ from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.validation import check_is_fitted
 
 from .. import __version__, file_format, safe_zip
-from .fhe_estimator import FHEEstimatorMixin
 from .qnn_module import SparseQuantNeuralNetwork, _rebuild
 from .saved_network import checked_widths, network_widths, read_state
 from .trusted_types import (
@@ -50,6 +50,11 @@ from .trusted_types import (
     resolve_trusted,
 )
 
+if TYPE_CHECKING:  # the estimators import this module (their dump method)
+    from .qnn import NeuralNetClassifier, NeuralNetRegressor
+
+    Estimator = NeuralNetClassifier | NeuralNetRegressor
+
 FORMAT_NAME = "qnn_sklearn.estimator"
 FORMAT_VERSION = 1
 """Raised whenever the layout changes; a file of another version is refused, not guessed at."""
@@ -61,7 +66,7 @@ MAX_NESTING = 16
 """Deepest nesting of lists and dicts in a saved parameter."""
 
 
-def dump(estimator: FHEEstimatorMixin, file) -> None:
+def dump(estimator: Estimator, file) -> None:
     """Write a fitted estimator to ``file`` (a path or a binary file object).
 
     Every value is checked before the file is opened, so a parameter that cannot be saved
@@ -107,7 +112,7 @@ def dump(estimator: FHEEstimatorMixin, file) -> None:
             archive.writestr(files[name], buffer.getvalue())
 
 
-def load(file, trusted: Iterable | None = None) -> FHEEstimatorMixin:
+def load(file, trusted: Iterable | None = None) -> Estimator:
     """Read an estimator written by ``dump``: fitted, ready to predict; compile it again for FHE.
 
     The file is not trusted: every class it names must be on the allow-list of its parameter
@@ -132,10 +137,13 @@ def load(file, trusted: Iterable | None = None) -> FHEEstimatorMixin:
         estimator_class = _resolve(
             manifest.get("estimator"), _allowed(ESTIMATOR, trusted_objects), "the estimator class"
         )
-        if not (
-            inspect.isclass(estimator_class) and issubclass(estimator_class, FHEEstimatorMixin)
-        ):
-            raise ValueError(f"{manifest['estimator']!r} is not a qnn_sklearn estimator class.")
+        # A user's trusted class may stand in any role: it must still be one of the estimators.
+        estimators = tuple(builtin_allow_list()[ESTIMATOR].values())
+        if not (inspect.isclass(estimator_class) and issubclass(estimator_class, estimators)):
+            raise ValueError(
+                f"{manifest['estimator']!r} is not a qnn_sklearn estimator class (nor a subclass "
+                "of one)."
+            )
         params = {
             name: _decode(
                 value, f"parameter {name!r}", _allowed(PARAMETER_ROLES.get(name), trusted_objects)
@@ -169,7 +177,7 @@ def load(file, trusted: Iterable | None = None) -> FHEEstimatorMixin:
     return estimator
 
 
-def _install_network(estimator: FHEEstimatorMixin, network: SparseQuantNeuralNetwork) -> None:
+def _install_network(estimator: Estimator, network: SparseQuantNeuralNetwork) -> None:
     """What ``fit`` leaves behind: skorch's components, the trained network, its integer model.
 
     skorch's ``initialize`` builds a fresh network too (it consumes random numbers, hence the

@@ -13,6 +13,7 @@ import zipfile
 
 import numpy as np
 import pytest
+import torch
 
 import qnn_sklearn
 from qnn_sklearn import NeuralNetClassifier, safe_zip
@@ -211,6 +212,15 @@ def test_trusted_extends_the_allow_list(classifier, X, tmp_path, monkeypatch, re
         assert loaded.criterion is loss_class
         assert isinstance(loaded.criterion_, loss_class)
         assert np.array_equal(loaded.predict_proba(X), classifier.predict_proba(X))
+
+
+def test_a_trusted_class_names_the_estimator_only_if_it_is_one(dumped):
+    """A trusted class may stand in any parameter, but the estimator must derive from one of
+    the package's estimators (the loss class here would otherwise be called with them)."""
+    path = "torch.nn.modules.loss:CrossEntropyLoss"
+    source = _rewrite(dumped, lambda m: m.update(estimator=path))
+    with pytest.raises(ValueError, match=f"'{path}' is not a qnn_sklearn estimator class"):
+        qnn_sklearn.load(source, trusted=[torch.nn.CrossEntropyLoss])
 
 
 @pytest.mark.parametrize(
