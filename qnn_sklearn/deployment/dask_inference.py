@@ -15,13 +15,12 @@ nothing here is needed: a running ``distributed.Client`` is enough.
 from __future__ import annotations
 
 import hashlib
-import threading
 import uuid
-from collections import OrderedDict
 from pathlib import Path
 
-from . import framing
+from . import sharding
 from .fhe_model import FHEModelServer
+from .sharding import KeyCache
 
 try:
     from distributed import get_worker
@@ -30,8 +29,6 @@ except ImportError as error:  # pragma: no cover - depends on the environment
     raise ImportError(
         "Dask scale-out needs dask.distributed: pip install 'qnn_sklearn[distributed]'."
     ) from error
-
-_KEYS_CACHED_PER_WORKER = 4
 
 
 class FHEModelServerPlugin(WorkerPlugin):
@@ -50,8 +47,7 @@ class FHEModelServerPlugin(WorkerPlugin):
         digest = hashlib.sha256(str(Path(path_dir).resolve()).encode()).hexdigest()[:12]
         self.name = f"qnn-sklearn-fhe-server-{digest}"
         self.server = None
-        self._keys = OrderedDict()
-        self._lock = threading.Lock()
+        self._keys = KeyCache()
 
     def __getstate__(self):
         return {"path_dir": self.path_dir, "name": self.name}
@@ -59,23 +55,14 @@ class FHEModelServerPlugin(WorkerPlugin):
     def __setstate__(self, state):
         self.__dict__.update(state)
         self.server = None
-        self._keys = OrderedDict()
-        self._lock = threading.Lock()
+        self._keys = KeyCache()
 
     def setup(self, worker=None):
         self.server = FHEModelServer(self.path_dir).load()
 
     def keys(self, key_id: str, serialized_keys: bytes):
         """Deserialized evaluation keys, once per worker and key id."""
-        with self._lock:
-            if key_id in self._keys:
-                self._keys.move_to_end(key_id)
-                return self._keys[key_id]
-            keys = FHEModelServer.load_evaluation_keys(serialized_keys)
-            self._keys[key_id] = keys
-            while len(self._keys) > _KEYS_CACHED_PER_WORKER:
-                self._keys.popitem(last=False)
-            return keys
+        return self._keys.get(key_id, lambda: serialized_keys)
 
 
 def _run_shard(plugin_name: str, key_id: str, serialized_keys: bytes, blob: bytes) -> bytes:
@@ -119,23 +106,15 @@ class DaskFHEInference:
         """
         if key_id not in self._keys:
             raise KeyError(f"Unknown evaluation key id {key_id!r}: call add_keys first.")
-        payloads = framing.unpack(serialized_encrypted_input)
         if n_shards is None:
             n_shards = max(1, sum(self.client.nthreads().values()))
-        size = max(1, -(-len(payloads) // n_shards))
         futures = [
             self.client.submit(
-                _run_shard,
-                self.plugin.name,
-                key_id,
-                self._keys[key_id],
-                framing.pack(payloads[start : start + size]),
-                pure=False,
+                _run_shard, self.plugin.name, key_id, self._keys[key_id], shard, pure=False
             )
-            for start in range(0, len(payloads), size)
+            for shard in sharding.split(serialized_encrypted_input, n_shards)
         ]
-        results = self.client.gather(futures)
-        return framing.pack([item for blob in results for item in framing.unpack(blob)])
+        return sharding.join(self.client.gather(futures))
 
     def workers_holding_keys(self, key_id: str) -> int:
         """How many workers have deserialized these keys (for checks and monitoring)."""

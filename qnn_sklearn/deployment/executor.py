@@ -16,6 +16,7 @@ and by a janitor process if the owner is killed. Workers die with their owner, e
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import multiprocessing.util
 import os
@@ -25,18 +26,17 @@ import threading
 import time
 import uuid
 import weakref
-from collections import OrderedDict
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 import numpy as np
 
-from . import framing
+from . import framing, sharding
 from .fhe_model import FHEModelClient, FHEModelServer
 from .lifetime import die_with, die_with_parent, janitor
+from .sharding import KeyCache
 
-_KEYS_CACHED_PER_WORKER = 4
 _WORKER: dict = {}
 
 
@@ -54,23 +54,18 @@ def _init_worker(path_dir: str, threads_per_worker: int, tmp_dir: str, owner_pid
     # removes this pool's directory instead.
     tempfile.tempdir = tmp_dir
     _WORKER["server"] = FHEModelServer(path_dir).load()
-    _WORKER["keys"] = OrderedDict()
+    _WORKER["keys"] = KeyCache()
+
+
+def _read_key_file(key_id: str, key_path: str) -> bytes:
+    try:
+        return Path(key_path).read_bytes()
+    except FileNotFoundError:
+        raise KeyError(f"Evaluation key id {key_id} was removed.") from None
 
 
 def _worker_keys(key_id: str, key_path: str):
-    cache = _WORKER["keys"]
-    if key_id in cache:
-        cache.move_to_end(key_id)
-        return cache[key_id]
-    try:
-        serialized = Path(key_path).read_bytes()
-    except FileNotFoundError:
-        raise KeyError(f"Evaluation key id {key_id} was removed.") from None
-    keys = FHEModelServer.load_evaluation_keys(serialized)
-    cache[key_id] = keys
-    while len(cache) > _KEYS_CACHED_PER_WORKER:
-        cache.popitem(last=False)
-    return keys
+    return _WORKER["keys"].get(key_id, functools.partial(_read_key_file, key_id, key_path))
 
 
 def _run_shard(key_id: str, key_path: str, blob: bytes) -> bytes:
@@ -257,13 +252,8 @@ class FHEBatchRunner:
         :class:`WorkerCrashedError` if this request crashed the runtime.
         """
         key_path = self._key_path(key_id)
-        payloads = framing.unpack(serialized_encrypted_input)
-        if shard_rows is None:
-            shard_rows = max(1, -(-len(payloads) // self.n_workers))
-        shards = [payloads[i : i + shard_rows] for i in range(0, len(payloads), shard_rows)]
-        calls = [(_run_shard, key_id, key_path, framing.pack(shard)) for shard in shards]
-        results = self._submit_all(calls)
-        return framing.pack([item for blob in results for item in framing.unpack(blob)])
+        shards = sharding.split(serialized_encrypted_input, self.n_workers, shard_rows)
+        return sharding.join(self._submit_all([(_run_shard, key_id, key_path, s) for s in shards]))
 
     def close(self) -> None:
         """Stop the workers and remove the work directory (keys, extracted circuits)."""
