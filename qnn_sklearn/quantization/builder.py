@@ -20,6 +20,7 @@ from .program import LinearStep, LookupStep, ReshapeStep, bits_for
 from .quantizers import QuantizationOptions, UniformQuantizer
 from .rounding import (
     AUTO_ROUNDING,
+    RoundingPlan,
     aligned_base,
     auto_lsbs,
     cheapest_lsbs,
@@ -89,22 +90,22 @@ def _activation_tables(x: Encrypted, quantizer: UniformQuantizer, n_values: int)
 class ModuleBuilder:
     """Collects the program steps, the input quantizer and the layer reports of one graph.
 
-    Each accumulator is rounded before its lookup by ``rounding_lsbs[i]`` bits for the i-th
-    linear layer, when the network trained with that rounding and says so, or by the bits
-    ``rounding_threshold_bits`` chooses from the certified ranges (post-training); not both.
+    Each accumulator is rounded before its lookup as ``rounding_plan`` says, when the network
+    trained with that rounding and made the plan, or by the bits ``rounding_threshold_bits``
+    chooses from the certified ranges (post-training); not both.
     """
 
     def __init__(
         self,
         post_training: PostTrainingOptions | None = None,
         rounding_threshold_bits: int | str | None = None,
-        rounding_lsbs: list[int] | None = None,
+        rounding_plan: RoundingPlan | None = None,
     ):
         self.post_training = post_training
         self.rounding_threshold_bits = check_rounding_threshold_bits(rounding_threshold_bits)
-        if rounding_lsbs is not None and rounding_threshold_bits is not None:
-            raise ValueError("Pass rounding_lsbs or rounding_threshold_bits, not both.")
-        self.rounding_lsbs = None if rounding_lsbs is None else [int(b) for b in rounding_lsbs]
+        if rounding_plan is not None and rounding_threshold_bits is not None:
+            raise ValueError("Pass rounding_plan or rounding_threshold_bits, not both.")
+        self.rounding_plan = rounding_plan
         self.steps: list = []
         self.layers: list[LayerReport] = []
         self.input_quantizer: UniformQuantizer | None = None
@@ -189,21 +190,15 @@ class ModuleBuilder:
 
     @property
     def _rounds(self) -> bool:
-        return self.rounding_threshold_bits is not None or self.rounding_lsbs is not None
+        return self.rounding_threshold_bits is not None or self.rounding_plan is not None
 
     def _choose_lsbs(self, x: Encrypted, quantizer: UniformQuantizer) -> int:
         """Low bits to round away before the lookup on the last linear layer's accumulator."""
         report = self.layers[-1]
         lo, hi = report.accumulator_min, report.accumulator_max
-        if self.rounding_lsbs is not None:
-            index = self._rounded_lookups
+        if self.rounding_plan is not None:
             self._rounded_lookups += 1
-            if index >= len(self.rounding_lsbs):
-                raise ValueError(
-                    f"rounding_lsbs has {len(self.rounding_lsbs)} entries; the graph has more "
-                    "linear layers followed by a lookup."
-                )
-            return self.rounding_lsbs[index]
+            return self.rounding_plan.for_layer(self._rounded_lookups - 1)
         if self.rounding_threshold_bits == AUTO_ROUNDING:
             span_max = int(x.span.max())
             tables = _activation_tables(x, quantizer, span_max + 1)
@@ -281,9 +276,10 @@ class ModuleBuilder:
             inputs = [values[name] if name else None for name in node.input]
             values[node.output[0]] = op.apply(self, inputs, list(node.input), node.name)
         result = values[graph.output[0].name]
-        if self.rounding_lsbs is not None and self._rounded_lookups != len(self.rounding_lsbs):
+        plan = self.rounding_plan
+        if plan is not None and self._rounded_lookups != len(plan.lsbs):
             raise ValueError(
-                f"rounding_lsbs has {len(self.rounding_lsbs)} entries for "
+                f"The rounding plan has {len(plan.lsbs)} layers for "
                 f"{self._rounded_lookups} linear layers followed by a lookup."
             )
         if not isinstance(result, Encrypted):

@@ -17,6 +17,7 @@ from .compile_options import CompileOptions
 from .ops import ONNX_OPS_TO_QUANTIZED_IMPL
 from .program import LinearStep, run_program
 from .quantizers import UniformQuantizer
+from .rounding import RoundingPlan
 from .stages import apply_stages
 from .tabulation import choose_program
 
@@ -99,14 +100,14 @@ class QuantizedModule:
         model: onnx.ModelProto,
         post_training: PostTrainingOptions | None = None,
         rounding_threshold_bits: int | str | None = None,
-        rounding_lsbs: list[int] | None = None,
+        rounding_plan: RoundingPlan | None = None,
     ) -> QuantizedModule:
         """Translate an ONNX (or QONNX) graph; ``post_training`` quantizes a float graph.
 
         The rounding before each lookup is either chosen here (``rounding_threshold_bits``) or
-        the one the network trained with (``rounding_lsbs``, see ModuleBuilder).
+        the one the network trained with (``rounding_plan``, see ModuleBuilder).
         """
-        builder = ModuleBuilder(post_training, rounding_threshold_bits, rounding_lsbs)
+        builder = ModuleBuilder(post_training, rounding_threshold_bits, rounding_plan)
         output = builder.build(model, ONNX_OPS_TO_QUANTIZED_IMPL)
         if builder.input_quantizer is None:
             raise ValueError("The graph never quantizes its input.")

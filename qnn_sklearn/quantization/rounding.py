@@ -13,6 +13,8 @@ Ranges are given per neuron as the certified ``lo ≤ acc ≤ hi`` (numpy intege
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .program import bits_for
@@ -21,7 +23,36 @@ AUTO_ROUNDING = "auto"
 """``rounding_threshold_bits="auto"``. In the integer-model builders (post-training) it
 chooses the kept bits of each layer from its tables (:func:`auto_lsbs`, then the cheapest
 within that, :func:`cheapest_lsbs`); in a ``SparseQuantNeuralNetwork`` it trains with
-``n_a_bits + 1`` kept bits."""
+``n_a_bits + 1`` kept bits. The two differ on purpose: after training the tables are known
+and fixed, while a network that trains with the rounding needs a rule that does not depend on
+tables that move with every step."""
+
+
+@dataclass(frozen=True)
+class RoundingPlan:
+    """Bits each accumulator loses before its lookup, keyed by linear layer.
+
+    ``lsbs[i]`` is for the i-th linear layer that a lookup follows, in graph order. A network
+    that trains with rounding makes its plan (``SparseQuantNeuralNetwork.rounding_plan``) and
+    the builder applies it as given, so the integer model rounds exactly as training did.
+    """
+
+    lsbs: tuple[int, ...]
+
+    def __post_init__(self):
+        object.__setattr__(self, "lsbs", tuple(int(bits) for bits in self.lsbs))
+        if any(bits < 0 for bits in self.lsbs):
+            raise ValueError(f"A rounding plan removes >= 0 bits per layer, got {self.lsbs}.")
+
+    def for_layer(self, index: int) -> int:
+        """Bits the ``index``-th rounded layer removes; ValueError past the plan's end."""
+        if index >= len(self.lsbs):
+            raise ValueError(
+                f"The rounding plan has {len(self.lsbs)} layers; the graph has more linear "
+                "layers followed by a lookup."
+            )
+        return self.lsbs[index]
+
 
 AUTO_ROUNDING_MARGIN = 1
 """Post-training ``"auto"`` keeps rounding steps at most ``2**-AUTO_ROUNDING_MARGIN`` of the
@@ -38,7 +69,12 @@ rounding_cost.json: exact a→k rounding + k-bit lookup against the native k-bit
 
 
 def check_rounding_threshold_bits(value):
-    """``None``, ``"auto"`` or an integer ≥ 1; ValueError otherwise."""
+    """``None``, ``"auto"`` or an integer ≥ 1; ValueError otherwise.
+
+    The one check of the setting, wherever a user gives it: the network
+    (SparseQuantNeuralNetwork) and the post-training builder call it on entry; the functions
+    below take thresholds already checked.
+    """
     if value is None or (isinstance(value, str) and value == AUTO_ROUNDING):
         return value
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
@@ -77,10 +113,9 @@ def lsbs_for_threshold(lo, hi, threshold: int) -> int:
     """Fewest low bits to round away so that every neuron's lookup reads ``threshold`` bits.
 
     Rounding half up can carry into a new top bit (``2**b − 1`` rounds to ``2**b``), so the
-    fewest bits are not always ``bits − threshold``; they are searched.
+    fewest bits are not always ``bits − threshold``; they are searched. ``threshold`` is
+    checked (:func:`check_rounding_threshold_bits`).
     """
-    if threshold < 1:
-        raise ValueError(f"rounding_threshold_bits must be at least 1, got {threshold}.")
     lsbs = 0
     while lookup_precision(lo, hi, lsbs) > threshold:
         lsbs += 1

@@ -49,6 +49,11 @@ def resolve_fhe_mode(execute_in_fhe: bool, fhe: str | None) -> str:
     return fhe
 
 
+def _is_subclass(module, cls: type) -> bool:
+    """Whether skorch's ``module`` setting is the class ``cls`` or a subclass (not an instance)."""
+    return isinstance(module, type) and issubclass(module, cls)
+
+
 class FHEEstimatorMixin:
     """Mixed into skorch's NeuralNetClassifier / NeuralNetRegressor (it comes first in the MRO).
 
@@ -78,7 +83,7 @@ class FHEEstimatorMixin:
         params = super().get_params_for(prefix)
         if prefix == "module" and isinstance(self.module, type):
             check_module_params(self.module, params)
-        if prefix == "module" and self.module is SparseQuantNeuralNetwork:
+        if prefix == "module" and _is_subclass(self.module, SparseQuantNeuralNetwork):
             params = {**MODULE_DEFAULTS, **params}
             params.setdefault("input_dim", self.n_features_in_)
             params.setdefault("n_outputs", self.n_outputs_)

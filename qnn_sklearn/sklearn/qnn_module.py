@@ -25,49 +25,28 @@ from ..quantization.bounds import (
 from ..quantization.grid import Grid
 from ..quantization.rounding import (
     AUTO_ROUNDING,
+    RoundingPlan,
     check_rounding_threshold_bits,
     lsbs_for_threshold,
     round_accumulator,
 )
+from ..torch.input_quantizer import calibrated_input_quantizer
+from ..torch.pruning import (
+    WeightMask,
+    budget_mask,
+    is_masked,
+    raw_weight,
+    sliced_linear,
+)
 
 MAX_BITWIDTH_BACKWARD_COMPATIBLE = 8
 """Largest accumulator a seed-compatible model may certify (``n_accum_bits``'s usual cap)."""
-
-INPUT_RANGE_PERCENTILE = 99.0
-"""The input grid's largest level is this percentile of |x| seen in the first training steps.
-
-Brevitas' default (99.999) lets rare outliers of standardized features set the scale, so at
-3 bits almost every input rounds to 0 or ±1: digits then reaches 0.51 instead of 0.978 (30
-epochs, no pruning, /tmp experiment recorded in the closing note of issue 3).
-"""
-
-INPUT_CALIBRATION_STEPS = 30
-"""Training batches whose |x| percentile (momentum-averaged) fixes the input scale.
-
-Brevitas' default, 300, exceeds a whole fit on small sets (iris: 2 batches per epoch), which
-then never freezes the scale and trains on each batch's own percentile instead.
-"""
 
 AUTO_ROUNDING_EXTRA_BITS = 1
 """``rounding_threshold_bits="auto"`` keeps ``n_a_bits + AUTO_ROUNDING_EXTRA_BITS`` bits of
 each accumulator: one more bit than the activation grid it feeds has levels for."""
 
 _NON_NEGATIVE_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Sigmoid, nn.Softplus, nn.Hardsigmoid)
-
-
-class _WeightMask(nn.Module):
-    """Parametrization ``weight ↦ weight · mask``; the mask is a buffer refreshed in place.
-
-    The gradient passes straight through to masked weights too, so a pruned weight keeps
-    learning and can win its place back when the masks are refreshed.
-    """
-
-    def __init__(self, mask: torch.Tensor):
-        super().__init__()
-        self.register_buffer("mask", mask)
-
-    def forward(self, weight):
-        return weight * self.mask + (weight - weight.detach()) * (1 - self.mask)
 
 
 MIN_GRID_BITS = 2
@@ -104,7 +83,7 @@ class SparseQuantNeuralNetwork(nn.Module):
         ``fit``, before training, that the integer model can import it (module_checks.py).
     quant_narrow : bool
         Narrow weight and activation grids (e.g. [-3, 3] instead of [-4, 3] at 3 bits). A
-        signed input grid is always narrow (see ``_calibrated_input_quantizer``).
+        signed input grid is always narrow (see ``calibrated_input_quantizer``).
     quant_signed : bool
         Signed input and activation grids. Activations that cannot be negative (ReLU,
         Sigmoid, ...) always get an unsigned grid: a sign bit would waste half the levels.
@@ -117,7 +96,7 @@ class SparseQuantNeuralNetwork(nn.Module):
         Train with every hidden accumulator rounded (half up) to a multiple of ``2**lsbs``
         before its activation, ``lsbs`` the fewest low bits that leave each neuron's certified
         range ``rounding_threshold_bits`` bits wide (``"auto"``: ``n_a_bits + 1``). The
-        integer model rounds the same bits (:meth:`rounding_lsbs`), so each lookup runs at
+        integer model rounds the same bits (:meth:`rounding_plan`), so each lookup runs at
         that precision and the trained network is the deployed one. None: exact accumulators.
     """
 
@@ -177,7 +156,7 @@ class SparseQuantNeuralNetwork(nn.Module):
         hidden = input_dim * n_hidden_neurons_multiplier
         widths = [input_dim] + [hidden] * (n_layers - 1) + [n_outputs]
 
-        self.input_quant = _calibrated_input_quantizer(self.n_input_bits, quant_signed)
+        self.input_quant = calibrated_input_quantizer(self.n_input_bits, quant_signed)
         self.linears = nn.ModuleList(
             qnn.QuantLinear(
                 n_in,
@@ -210,51 +189,48 @@ class SparseQuantNeuralNetwork(nn.Module):
 
     def forward(self, x):
         x = self.input_quant(x)
-        for linear, activation, act_quant, x_range in zip(
-            self.linears, self.activations, self.act_quants, self._input_ranges()
+        plan = None if torch.onnx.is_in_onnx_export() else self.rounding_plan()
+        for index, (linear, activation, act_quant) in enumerate(
+            zip(self.linears, self.activations, self.act_quants)
         ):
-            x = act_quant(activation(self._rounded_linear(linear, x, x_range)))
+            y = linear(x) if plan is None else self._rounded_linear(linear, x, plan.lsbs[index])
+            x = act_quant(activation(y))
         return self.linears[-1](x)
 
     # -- rounding ------------------------------------------------------------------------------
 
-    def _rounded_linear(self, linear, x, x_range: tuple[int, int]):
-        """``linear(x)``, its integer accumulator rounded as the integer model rounds it.
+    def _rounded_linear(self, linear, x, lsbs: int):
+        """``linear(x)``, its integer accumulator rounded away ``lsbs`` bits as the integer
+        model rounds it.
 
         The accumulator is ``(y − bias) / (s_x · s_w)``. The rounding is straight-through:
         the gradient is the unrounded layer's, so the weights learn to place their
         accumulators where the coarse lookup sends them the right way.
         """
         y = linear(x)
-        if self.rounding_threshold_bits is None or torch.onnx.is_in_onnx_export():
-            return y  # the exported graph is exact; the integer model rounds (rounding_lsbs)
+        if not lsbs:
+            return y
         with torch.no_grad():
-            weight = linear.quant_weight()
-            lsbs = self._lsbs(weight.int().to(torch.int64), x_range)
-            if not lsbs:
-                return y
-            unit = x.scale * weight.scale
+            unit = x.scale * linear.quant_weight().scale
             accumulator = torch.round((y - linear.bias) / unit)
             shift = (round_accumulator(accumulator, lsbs) - accumulator) * unit
         return y + shift
 
-    def _lsbs(self, integer_weight: torch.Tensor, x_range: tuple[int, int]) -> int:
-        """Bits to round away from the accumulator of these weights on inputs in ``x_range``."""
-        acc_min, acc_max = accumulator_range(integer_weight.numpy(), *x_range)
-        return lsbs_for_threshold(acc_min, acc_max, self.rounding_threshold_bits)
+    def rounding_plan(self) -> RoundingPlan | None:
+        """Bits each hidden layer rounds away, for training and the integer model alike;
+        None without rounding (and the exported graph is exact: the integer model rounds).
 
-    def rounding_lsbs(self) -> list[int] | None:
-        """Bits each hidden layer rounds away, for the integer model; None without rounding.
-
-        Computed on the grids' full ranges. The integer model certifies ranges within these
-        (its lookups only produce what they can reach), so its lookups are never wider.
+        The plan follows the current weights, so training makes it again at each forward.
+        It is computed on the grids' full ranges; the integer model certifies ranges within
+        these (its lookups only produce what they can reach), so its lookups are never wider.
         """
         if self.rounding_threshold_bits is None:
             return None
-        return [
-            self._lsbs(self._integer_weight(linear), x_range)
-            for linear, x_range in zip(self.linears[:-1], self._input_ranges())
-        ]
+        lsbs = []
+        for linear, x_range in zip(self.linears[:-1], self._input_ranges()):
+            acc_min, acc_max = accumulator_range(self._integer_weight(linear).numpy(), *x_range)
+            lsbs.append(lsbs_for_threshold(acc_min, acc_max, self.rounding_threshold_bits))
+        return RoundingPlan(tuple(lsbs))
 
     def _input_ranges(self) -> list[tuple[int, int]]:
         """Integer range ``(lo, hi)`` of each linear layer's input grid (a signed grid's is
@@ -297,23 +273,9 @@ class SparseQuantNeuralNetwork(nn.Module):
             return linear.quant_weight().int().to(torch.int64)
 
     def _budget_mask(self, linear, max_abs_input: int, candidates: torch.Tensor) -> torch.Tensor:
-        """Per row: keep the largest ``candidates`` while ``Σ|w_q| · max_abs_input ≤ budget``.
-
-        ``candidates`` are float weights, their integers taken at the layer's current weight
-        scale. Zero candidates cost nothing and are kept: callers multiply the result into
-        another mask.
-        """
-        with torch.no_grad():
-            limit, scale = self._max_abs_weight(), linear.quant_weight().scale
-            q = torch.clamp(torch.round(candidates / scale), -limit, limit)
-            magnitude = q.abs().to(torch.int64)
-            order = torch.argsort(candidates.abs(), dim=1, descending=True, stable=True)
-            running_sum = torch.cumsum(torch.gather(magnitude, 1, order), dim=1)
-            cost = worst_case_magnitude(running_sum, max_abs_input)
-            keep_sorted = cost <= self.accumulator_budget
-            mask = torch.zeros_like(candidates)
-            mask.scatter_(1, order, keep_sorted.to(candidates.dtype))
-            return mask
+        return budget_mask(
+            linear, candidates, self._max_abs_weight(), max_abs_input, self.accumulator_budget
+        )
 
     def _neurons_to_keep(self, index: int, linear) -> torch.Tensor:
         """Structured pruning: hidden layers drop their lowest-L2-norm rows."""
@@ -322,23 +284,23 @@ class SparseQuantNeuralNetwork(nn.Module):
             return torch.ones(rows, dtype=torch.bool)
         n_drop = min(int(round(self.n_prune_neurons_percentage * rows)), rows - 1)
         keep = torch.ones(rows, dtype=torch.bool)
-        keep[torch.argsort(_raw_weight(linear).detach().norm(dim=1))[:n_drop]] = False
+        keep[torch.argsort(raw_weight(linear).detach().norm(dim=1))[:n_drop]] = False
         return keep
 
     def enable_pruning(self) -> None:
         """Mask every QuantLinear per neuron (and drop neurons if structured pruning is on)."""
         for index, (linear, max_abs_input) in enumerate(zip(self.linears, self._max_abs_inputs())):
             keep_rows = self._neurons_to_keep(index, linear)
-            raw = _raw_weight(linear).detach()
+            raw = raw_weight(linear).detach()
             mask = self._budget_mask(linear, max_abs_input, raw) * keep_rows[:, None]
-            if _is_masked(linear):
+            if is_masked(linear):
                 linear.parametrizations.weight[0].mask.copy_(mask)
             else:
-                parametrize.register_parametrization(linear, "weight", _WeightMask(mask))
+                parametrize.register_parametrization(linear, "weight", WeightMask(mask))
 
     def refresh_pruning(self) -> None:
         """Recompute the masks from the current weights (they move while training)."""
-        if any(_is_masked(linear) for linear in self.linears):
+        if any(is_masked(linear) for linear in self.linears):
             self.enable_pruning()
 
     def enforce_budget(self) -> None:
@@ -361,7 +323,7 @@ class SparseQuantNeuralNetwork(nn.Module):
                     active = linear.weight.detach()
                     trimmed = self._budget_mask(linear, max_abs_input, active)
                     keep = torch.where(over[:, None], trimmed, torch.ones_like(trimmed))
-                    if _is_masked(linear):
+                    if is_masked(linear):
                         linear.parametrizations.weight[0].mask.mul_(keep)
                     else:
                         linear.weight.mul_(keep)
@@ -374,7 +336,7 @@ class SparseQuantNeuralNetwork(nn.Module):
         moved with the weights that went.
         """
         for linear in self.linears:
-            if _is_masked(linear):
+            if is_masked(linear):
                 parametrize.remove_parametrizations(linear, "weight", leave_parametrized=True)
         self._drop_dead_neurons()
         self.enforce_budget()
@@ -397,8 +359,8 @@ class SparseQuantNeuralNetwork(nn.Module):
                 constant = act_quant(self.activations[index](dead_bias[None])).value[0]
                 following.bias.add_(following.quant_weight().value[:, ~alive] @ constant)
             act_quant.train(was_training)
-            self.linears[index] = _sliced_linear(linear, rows=alive)
-            self.linears[index + 1] = _sliced_linear(following, columns=alive)
+            self.linears[index] = sliced_linear(linear, rows=alive)
+            self.linears[index + 1] = sliced_linear(following, columns=alive)
 
     def hidden_widths(self) -> list[int]:
         return [linear.out_features for linear in self.linears[:-1]]
@@ -413,71 +375,20 @@ class SparseQuantNeuralNetwork(nn.Module):
         return (_rebuild, (init_kwargs, self.hidden_widths(), self.state_dict()))
 
 
-def _calibrated_input_quantizer(n_bits: int, signed: bool):
-    """The client's quantizer: calibrated on the first training batches, then frozen.
-
-    Its scale is not trained. With Adam every parameter moves by about ``lr`` per step
-    whatever its gradient's size, and a learned input scale drifted from 0.33 to 0.17 on the
-    checkerboard, clipping half of the plane (/tmp experiment, issue 3 closing note).
-    A signed grid is narrow (symmetric: ``−(2^(n−1)−1) … 2^(n−1)−1``) so that its largest
-    level is the calibrated percentile, not three quarters of it.
-    """
-    quantizer = qnn.QuantIdentity(
-        bit_width=n_bits,
-        signed=signed,
-        narrow_range=signed,
-        return_quant_tensor=True,
-        high_percentile_q=INPUT_RANGE_PERCENTILE,
-        collect_stats_steps=INPUT_CALIBRATION_STEPS,
-    )
-    quantizer.requires_grad_(False)
-    return quantizer
-
-
-def _is_masked(linear) -> bool:
-    return parametrize.is_parametrized(linear, "weight")
-
-
-def _raw_weight(linear) -> torch.Tensor:
-    """The trained weight before masking (masked-out inputs keep learning; see _WeightMask)."""
-    return linear.parametrizations.weight.original if _is_masked(linear) else linear.weight
-
-
-def _sliced_linear(linear, rows=None, columns=None):
-    """A copy of ``linear`` keeping only the given output rows / input columns."""
-    weight = linear.weight.detach()
-    bias = linear.bias.detach()
-    if rows is not None:
-        weight, bias = weight[rows], bias[rows]
-    if columns is not None:
-        weight = weight[:, columns]
-    new = qnn.QuantLinear(
-        weight.shape[1],
-        weight.shape[0],
-        bias=True,
-        weight_bit_width=int(linear.weight_quant.bit_width().item()),
-        weight_narrow_range=linear.weight_quant.is_narrow_range,
-    )
-    with torch.no_grad():
-        new.weight.copy_(weight)
-        new.bias.copy_(bias)
-    return new
-
-
 def _rebuild(init_kwargs, hidden_widths, state_dict):
     module = SparseQuantNeuralNetwork(**init_kwargs)
     widths = [init_kwargs["input_dim"], *hidden_widths, init_kwargs["n_outputs"]]
     for index, linear in enumerate(module.linears):
         n_in, n_out = widths[index], widths[index + 1]
         if (linear.in_features, linear.out_features) != (n_in, n_out):
-            module.linears[index] = _sliced_linear(
+            module.linears[index] = sliced_linear(
                 linear, rows=torch.arange(n_out), columns=torch.arange(n_in)
             )
         # a network pickled while it trains (pruning enabled) carries its masks
         mask = state_dict.get(f"linears.{index}.parametrizations.weight.0.mask")
         if mask is not None:
             parametrize.register_parametrization(
-                module.linears[index], "weight", _WeightMask(mask.clone())
+                module.linears[index], "weight", WeightMask(mask.clone())
             )
     missing, unexpected = module.load_state_dict(state_dict, strict=False)
     # Brevitas leaves out the scale of a quantizer that has not seen a batch yet

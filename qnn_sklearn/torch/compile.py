@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Protocol, runtime_checkable
+
 import numpy as np
 import torch
 
 from ..onnx import evaluate_onnx, export_brevitas_to_qonnx, export_torch_to_onnx
 from ..quantization import PostTrainingOptions, QuantizedModule
+from ..quantization.rounding import RoundingPlan
 
 N_BITS_KEYS = ("model_inputs", "op_weights", "op_inputs")
+
+
+@runtime_checkable
+class PlansItsRounding(Protocol):
+    """A network that rounds its accumulators while it trains and says how, layer by layer
+    (SparseQuantNeuralNetwork). Its integer model applies that plan instead of choosing one."""
+
+    def rounding_plan(self) -> RoundingPlan | None:
+        """The bits each rounded layer removes; None if the network does not round."""
 
 
 def _as_numpy(inputset) -> np.ndarray:
@@ -66,16 +78,15 @@ def build_brevitas_qat_model(
     """Import the integer model that a Brevitas network learned: its quantizers' scales, zero
     points and bit widths, so the integer model equals Brevitas' fake-quantized forward.
 
-    A network that rounds its accumulators while it trains (it has ``rounding_lsbs()``, like
+    A network that rounds its accumulators while it trains (:class:`PlansItsRounding`, like
     SparseQuantNeuralNetwork) keeps exactly that rounding; ``rounding_threshold_bits`` then
     must be None. Otherwise ``rounding_threshold_bits`` adds rounding after training.
     ``torch_inputset`` only fixes the input shape for the export; nothing is calibrated.
     """
     inputset = _as_numpy(torch_inputset)
-    trained_lsbs = getattr(brevitas_model, "rounding_lsbs", None)
-    rounding_lsbs = trained_lsbs() if trained_lsbs is not None else None
+    plan = brevitas_model.rounding_plan() if isinstance(brevitas_model, PlansItsRounding) else None
     model = export_brevitas_to_qonnx(brevitas_model, torch.as_tensor(inputset, dtype=torch.float32))
-    return QuantizedModule.from_onnx(model, None, rounding_threshold_bits, rounding_lsbs)
+    return QuantizedModule.from_onnx(model, None, rounding_threshold_bits, plan)
 
 
 def compile_torch_model(

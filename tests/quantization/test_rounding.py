@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from qnn_sklearn.quantization.program import bits_for
 from qnn_sklearn.quantization.rounding import (
+    RoundingPlan,
     aligned_base,
     auto_lsbs,
     cheapest_lsbs,
@@ -126,3 +127,12 @@ def test_auto_rounding_equals_clear_in_simulation(mlp, make_inputset, stress_inp
     clear = module.quantized_forward(q)
     simulated = module.quantized_forward(q, fhe="simulate")
     np.testing.assert_array_equal(simulated, clear)
+
+
+def test_rounding_plan_is_read_layer_by_layer():
+    plan = RoundingPlan((2, 0))
+    assert [plan.for_layer(i) for i in range(2)] == [2, 0]
+    with pytest.raises(ValueError, match="has 2 layers; the graph has more"):
+        plan.for_layer(2)
+    with pytest.raises(ValueError, match=">= 0 bits"):
+        RoundingPlan((1, -1))

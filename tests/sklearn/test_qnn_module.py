@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from qnn_sklearn.sklearn.qnn_module import SparseQuantNeuralNetwork
 from qnn_sklearn.torch import build_brevitas_qat_model
+from qnn_sklearn.torch.compile import PlansItsRounding
 
 
 def _grid(n_bits: int, signed: bool, narrow: bool) -> range:
@@ -204,7 +205,9 @@ def test_trained_rounding_is_the_integer_models(threshold, n_accum_bits, activat
         activation_function=activation,
         rounding_threshold_bits=threshold,
     )
-    lsbs = module.rounding_lsbs()
+    assert isinstance(module, PlansItsRounding)
+    assert not isinstance(torch.nn.Linear(2, 2), PlansItsRounding)
+    lsbs = list(module.rounding_plan().lsbs)
     integer_model = build_brevitas_qat_model(module, x.numpy())
     reports = integer_model.bitwidth_report()
     assert [report["lsbs_to_remove"] for report in reports[:-1]] == lsbs
@@ -216,7 +219,7 @@ def test_trained_rounding_is_the_integer_models(threshold, n_accum_bits, activat
 
 def test_trained_rounding_changes_the_network():
     module, x = _trained_network(0, n_accum_bits=8, rounding_threshold_bits=3)
-    assert all(lsbs > 0 for lsbs in module.rounding_lsbs())
+    assert all(lsbs > 0 for lsbs in module.rounding_plan().lsbs)
     with torch.no_grad():
         rounded = module(x)
         module.rounding_threshold_bits = None
@@ -225,7 +228,7 @@ def test_trained_rounding_changes_the_network():
 
 def test_trained_rounding_and_a_post_training_threshold_conflict():
     module, x = _trained_network(0, rounding_threshold_bits=4)
-    assert module.rounding_lsbs() and any(module.rounding_lsbs())
+    assert any(module.rounding_plan().lsbs)
     with pytest.raises(ValueError, match="not both"):
         build_brevitas_qat_model(module, x.numpy(), rounding_threshold_bits=4)
 
