@@ -6,7 +6,8 @@ their modules, so that this package needs neither FastAPI nor Dask.
 """
 
 from .artifacts import ArtifactError, VersionMismatchError
-from .executor import FHEBatchRunner, WorkerCrashedError, measure_throughput
+from .bench import measure_throughput
+from .executor import FHEBatchRunner, WorkerCrashedError
 from .fhe_model import FHEModelClient, FHEModelDev, FHEModelServer
 from .framing import FramingError
 from .http_client import FHEHTTPClient, HTTPServiceError

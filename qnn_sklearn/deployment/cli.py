@@ -36,7 +36,7 @@ def _serve(args) -> None:
 
 def _bench(args) -> None:
     from . import framing
-    from .executor import measure_throughput
+    from .bench import measure_throughput
     from .fhe_model import FHEModelClient, FHEModelServer
 
     client = FHEModelClient(args.model_dir)

@@ -1,4 +1,4 @@
-"""Encrypted batch inference over a pool of worker processes, and its throughput measurement.
+"""Encrypted batch inference over a pool of worker processes.
 
 Each worker process loads ``server.zip`` once (pool initializer) and each set of evaluation keys
 once (cached by key id), then runs shards of rows. Worker processes also isolate the server:
@@ -30,10 +30,8 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
-import numpy as np
-
-from . import framing, sharding
-from .fhe_model import FHEModelClient, FHEModelServer
+from . import sharding
+from .fhe_model import FHEModelServer
 from .lifetime import die_with, die_with_parent, janitor
 from .sharding import KeyCache
 
@@ -268,45 +266,3 @@ class FHEBatchRunner:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
-
-
-def measure_throughput(path_dir, client: FHEModelClient, X, n_workers: int | None = None) -> dict:
-    """Rows per second of encrypted inference: one row at a time vs sharded over processes.
-
-    The sequential run calls ``FHEModelServer.run`` row by row in this process (with
-    concrete-python's own loop parallelism); the parallel one uses :class:`FHEBatchRunner`.
-    Key generation, encryption, decryption and pool start-up are not timed; both results are
-    decrypted and checked equal.
-    """
-    encrypted = client.quantize_encrypt_serialize(X)
-    evaluation_keys = client.get_serialized_evaluation_keys()
-    payloads = framing.unpack(encrypted)
-    server = FHEModelServer(path_dir).load()
-    keys = server.load_evaluation_keys(evaluation_keys)
-    server.run(framing.pack(payloads[:1]), keys)  # warm-up
-    start = time.perf_counter()
-    sequential = [server.run(framing.pack([payload]), keys) for payload in payloads]
-    sequential_s = time.perf_counter() - start
-    with FHEBatchRunner(path_dir, n_workers) as runner:
-        key_id = runner.add_keys(evaluation_keys)
-        runner.warm_up(key_id)
-        runner.run(framing.pack(payloads[: runner.n_workers]), key_id, shard_rows=1)
-        start = time.perf_counter()
-        parallel = runner.run(encrypted, key_id)
-        parallel_s = time.perf_counter() - start
-        n_workers, threads = runner.n_workers, runner.threads_per_worker
-    sequential_out = np.concatenate([client.deserialize_decrypt(blob) for blob in sequential])
-    if not np.array_equal(sequential_out, client.deserialize_decrypt(parallel)):
-        raise RuntimeError("Sequential and parallel FHE runs decrypted to different results.")
-    rows = len(payloads)
-    return {
-        "rows": rows,
-        "n_workers": n_workers,
-        "threads_per_worker": threads,
-        "sequential_s": sequential_s,
-        "sequential_rows_per_s": rows / sequential_s,
-        "latency_per_row_s": sequential_s / rows,
-        "parallel_s": parallel_s,
-        "parallel_rows_per_s": rows / parallel_s,
-        "speedup": sequential_s / parallel_s,
-    }
