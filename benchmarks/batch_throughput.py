@@ -1,8 +1,8 @@
 """Encrypted rows per second of ``predict(X, fhe="execute")`` on 1 thread and on all cores.
 
-``QuantizedModule`` runs ``FHE_THREADS`` encrypted rows at once (module.py). This script trains
-the benchmark's "ours" model of a task, compiles it, and times the same rows with
-``FHE_THREADS = 1`` and with the machine's cores, checking every row against the clear model.
+``QuantizedModule`` runs ``run_options.fhe_threads`` encrypted rows at once (run_options.py).
+This script trains the benchmark's "ours" model of a task, compiles it, and times the same rows
+with 1 thread and with the machine's cores, checking every row against the clear model.
 
 Usage: ``python benchmarks/batch_throughput.py --task breast_cancer --rows 8``; rows go to
 ``results/batch_throughput.json``.
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qnn_sklearn.quantization import module as module_lib
+from qnn_sklearn.quantization.run_options import RunOptions, available_cores
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tasks import CONFIGS, TASKS, load  # noqa: E402
@@ -45,9 +45,10 @@ def main() -> None:
     clear = model.predict(rows)
     model.predict(rows[:1], fhe="execute")  # warm-up
 
-    result = {"task": args.task, "rows": args.rows, "cores": module_lib.FHE_THREADS, "runs": []}
-    for threads in sorted({1, module_lib.FHE_THREADS}):
-        module_lib.FHE_THREADS = threads
+    cores = available_cores()
+    result = {"task": args.task, "rows": args.rows, "cores": cores, "runs": []}
+    for threads in sorted({1, cores}):
+        model.quantized_module_.run_options = RunOptions(fhe_threads=threads)
         load_before = os.getloadavg()[0]
         cpu_start, start = time.process_time(), time.perf_counter()
         encrypted = model.predict(rows, fhe="execute")

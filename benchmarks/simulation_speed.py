@@ -1,7 +1,7 @@
 """Rows per second of FHE simulation: row by row on the FHE circuit, and batched.
 
 ``QuantizedModule.quantized_forward(q, fhe="simulate")`` runs rows in batches of
-``module.SIMULATION_BATCH`` through a simulation-only circuit (same program, same
+``module.run_options.simulation_batch`` through a simulation-only circuit (same program, same
 configuration, a batch axis, no keys). This script times both paths, and the clear program, on
 a 3-bit post-training-quantized MLP of a given shape, and checks that simulation equals the
 clear integer forward on every row (half of them far outside the calibration range).
@@ -17,12 +17,12 @@ import argparse
 import json
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from qnn_sklearn.quantization import module as module_lib
 from qnn_sklearn.torch import build_torch_model
 
 OUT = Path(__file__).resolve().parent / "results" / "simulation_speed.json"
@@ -79,8 +79,7 @@ def main() -> None:
 
     result["batched"] = []
     for batch in args.batches:
-        module_lib.SIMULATION_BATCH = batch
-        module._simulation = None
+        module.run_options = replace(module.run_options, simulation_batch=batch)
         start = time.perf_counter()
         module._simulation_circuit()
         compile_s = time.perf_counter() - start
@@ -141,7 +140,7 @@ def measure_task(args) -> None:
         "task": args.task,
         "pbs_per_row": int(module.fhe_circuit.programmable_bootstrap_count),
         "rows": args.rows,
-        "batch": module_lib.SIMULATION_BATCH,
+        "batch": module.run_options.simulation_batch,
         "compile_s": compile_s,
         "rows_per_s": rows_per_s,
         "rows_not_equal_clear": mismatched,

@@ -15,7 +15,6 @@ from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
 from qnn_sklearn import NeuralNetClassifier
-from qnn_sklearn.quantization.module import FHE_THREADS
 
 N_FHE_ROWS = 3
 
@@ -90,7 +89,11 @@ def main() -> None:
             "train / compile / keygen seconds",
             f"{train_seconds:.1f} / {compile_seconds:.1f} / {keygen_seconds:.1f}",
         ),
-        (f"FHE seconds per row ({FHE_THREADS} rows at a time)", f"{fhe_seconds:.2f}"),
+        (
+            f"FHE seconds per row ({model.quantized_module_.run_options.fhe_threads} rows at "
+            "a time)",
+            f"{fhe_seconds:.2f}",
+        ),
     ]
     width = max(len(name) for name, _ in table)
     print(f"torch {torch.__version__}, hidden widths {model.module_.hidden_widths()}")

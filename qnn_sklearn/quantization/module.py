@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -18,23 +17,13 @@ from .ops import ONNX_OPS_TO_QUANTIZED_IMPL
 from .program import LinearStep, run_program
 from .quantizers import UniformQuantizer
 from .rounding import RoundingPlan
+from .run_options import RunOptions
 from .stages import apply_stages
 from .tabulation import choose_program
 
 FHE_MODES = ("disable", "simulate", "execute")
 
 _COMPILE_SAMPLE_ROWS = 256
-
-SIMULATION_BATCH = 256
-"""Rows per call of the simulation-only circuit (see :meth:`QuantizedModule.quantized_forward`)."""
-
-_MIN_BATCHED_ROWS = 64
-"""Below this many rows, simulation runs row by row on the FHE circuit (no extra compile)."""
-
-FHE_THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-"""Encrypted rows run at once. concrete-python's runtime releases the GIL, so rows on parallel
-threads use the cores one prediction leaves idle: 1.25× to 1.8× the rows/s on 2 cores,
-depending on how busy one run already keeps them (benchmarks/README.md, "Cores")."""
 
 
 def check_fhe_mode(fhe_mode: str) -> str:
@@ -77,7 +66,8 @@ class QuantizedModule:
             steps, circuit_input_shape, options.qmax - options.qmin + 1, program
         )
         self._circuit = None
-        self._simulation = None  # batched, simulation-only circuit, compiled on first use
+        self.run_options = RunOptions()  # speed only: threads and simulation batches
+        self._simulation = None  # (batch, simulation-only circuit), compiled on first use
         self.compile_options: CompileOptions | None = None  # set by compile()
         self._compile_set = None  # the integer inputset compile() used, to rebuild the circuit
 
@@ -172,20 +162,20 @@ class QuantizedModule:
         if fhe == "disable":
             return run_program(self.steps, q_x)
         circuit = self._require_circuit()
-        if fhe == "simulate" and len(q_x) >= _MIN_BATCHED_ROWS:
+        if fhe == "simulate" and len(q_x) >= self.run_options.min_batched_rows:
             return self._simulate_batched(q_x, verbose)
         if fhe == "simulate":
             outputs = (circuit.simulate(row[None]) for row in q_x)
         else:
-            outputs = _execute_in_threads(circuit, q_x)
+            outputs = _execute_in_threads(circuit, q_x, self.run_options.fhe_threads)
         progress = tqdm(outputs, total=len(q_x), desc=f"FHE {fhe}", disable=not verbose, unit="row")
         return np.concatenate([np.asarray(output).reshape(1, -1) for output in progress])
 
     def _simulate_batched(self, q_x: np.ndarray, verbose=False) -> np.ndarray:
-        """Simulate ``SIMULATION_BATCH`` rows per call of a simulation-only circuit.
+        """Simulate ``run_options.simulation_batch`` rows per call of a simulation-only circuit.
 
         The circuit is the same program compiled with the same configuration and inputset,
-        with a batch axis of ``SIMULATION_BATCH`` rows instead of 1, the FHE circuit's
+        with a batch axis of that many rows instead of 1, the FHE circuit's
         per-bootstrap error probability, and no FHE execution (no keys). Every element keeps
         the bit width of the FHE circuit, so the simulation models the same bootstraps.
         concrete-python's simulation has a large cost per call, which batching divides among
@@ -193,7 +183,7 @@ class QuantizedModule:
         chunk is padded with zero rows, whose outputs are dropped.
         """
         circuit = self._simulation_circuit()
-        batch = SIMULATION_BATCH
+        batch = self.run_options.simulation_batch
         outputs = []
         starts = range(0, len(q_x), batch)
         for start in tqdm(starts, desc="FHE simulate", disable=not verbose, unit="batch"):
@@ -205,17 +195,18 @@ class QuantizedModule:
         return np.concatenate(outputs)
 
     def _simulation_circuit(self):
-        if self._simulation is None:
+        batch = self.run_options.simulation_batch
+        if self._simulation is None or self._simulation[0] != batch:
             self._require_circuit()
             compile_set = self._compile_set
             # rows of the FHE circuit's inputset, tiled into batches (extremes in each)
-            reps = -(-SIMULATION_BATCH // len(compile_set))
-            tiled = np.concatenate([compile_set] * reps)[:SIMULATION_BATCH]
+            reps = -(-batch // len(compile_set))
+            tiled = np.concatenate([compile_set] * reps)[:batch]
             batches = [tiled, np.roll(tiled, 1, axis=0), np.roll(tiled, 2, axis=0)]
             configuration = self.compile_options.simulation_configuration(self.fhe_circuit.p_error)
             compiler = fhe.Compiler(self._circuit_function, {"x": "encrypted"})
-            self._simulation = compiler.compile(batches, configuration=configuration)
-        return self._simulation
+            self._simulation = batch, compiler.compile(batches, configuration=configuration)
+        return self._simulation[1]
 
     def forward(self, x, fhe: str = "disable", verbose: bool = False) -> np.ndarray:
         """Float in, float out through the integer model."""
@@ -329,8 +320,8 @@ class QuantizedModule:
         ]
 
 
-def _execute_in_threads(circuit, rows: np.ndarray):
-    """Encrypt, run and decrypt each row, in order; ``FHE_THREADS`` runs go at once.
+def _execute_in_threads(circuit, rows: np.ndarray, threads: int):
+    """Encrypt, run and decrypt each row, in order; ``threads`` runs go at once.
 
     The server side runs concurrently, as concrete-python's own asynchronous mode does (it
     submits runs to a thread pool). Encryption and decryption, on the client's keys and
@@ -346,5 +337,5 @@ def _execute_in_threads(circuit, rows: np.ndarray):
         with client_lock:
             return circuit.decrypt(result)
 
-    with ThreadPoolExecutor(max_workers=max(1, min(FHE_THREADS, len(rows)))) as pool:
+    with ThreadPoolExecutor(max_workers=min(threads, len(rows))) as pool:
         yield from pool.map(execute, rows)

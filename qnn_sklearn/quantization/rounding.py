@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .cost_model import rounded_lookup_cost_ms
 from .program import bits_for
 
 AUTO_ROUNDING = "auto"
@@ -58,14 +59,6 @@ AUTO_ROUNDING_MARGIN = 1
 """Post-training ``"auto"`` keeps rounding steps at most ``2**-AUTO_ROUNDING_MARGIN`` of the
 narrowest activation step, so rounding moves an accumulator by at most a quarter of a step
 (see :func:`auto_lsbs` and benchmarks/ROUNDING.md for the measurement behind it)."""
-
-LOOKUP_COST_MS = (4.3, 4.9, 6.6, 9.2, 20.8, 45.7, 112.6, 415.7)
-"""Wall time of one PBS at 1..8 bits on our 2-core machine (benchmarks/results/pbs_floor.json);
-only the ratios matter here."""
-
-ROUND_COST_MS_PER_BIT = 5.5
-"""Wall time of one removed bit of exact rounding, same units (benchmarks/results/
-rounding_cost.json: exact a→k rounding + k-bit lookup against the native k-bit lookup)."""
 
 
 def check_rounding_threshold_bits(value):
@@ -122,18 +115,11 @@ def lsbs_for_threshold(lo, hi, threshold: int) -> int:
     return lsbs
 
 
-def lookup_cost_ms(bits: int) -> float:
-    """One lookup at ``bits``; beyond 8 bits, ×4 per bit (the 7→8 step measured ×3.7)."""
-    if bits <= len(LOOKUP_COST_MS):
-        return LOOKUP_COST_MS[max(bits, 1) - 1]
-    return LOOKUP_COST_MS[-1] * 4.0 ** (bits - len(LOOKUP_COST_MS))
-
-
 def cheapest_lsbs(lo, hi, max_lsbs: int) -> int:
     """Among 0..max_lsbs removed bits, the cheapest rounding + lookup (ties: fewer bits)."""
 
     def cost(lsbs: int) -> float:
-        return lsbs * ROUND_COST_MS_PER_BIT + lookup_cost_ms(lookup_precision(lo, hi, lsbs))
+        return rounded_lookup_cost_ms(lookup_precision(lo, hi, lsbs), lsbs)
 
     return min(range(max(max_lsbs, 0) + 1), key=cost)
 

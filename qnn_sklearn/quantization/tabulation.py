@@ -9,7 +9,7 @@ program evaluated on every possible row, so the two programs agree on every inpu
 construction.
 
 Which of the two the circuit runs is chosen from the measured cost of its bootstraps
-(``LOOKUP_COST_MS``): a tabulated program only wins on low-dimensional inputs (the
+(quantization/cost_model.py): a tabulated program only wins on low-dimensional inputs (the
 checkerboard's two features), never on the sklearn tasks' 4 to 64.
 """
 
@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .cost_model import rounded_lookup_cost_ms
 from .program import LinearStep, LookupStep, ReshapeStep, bits_for, run_program
-from .rounding import ROUND_COST_MS_PER_BIT, lookup_cost_ms
 
 PROGRAMS = ("auto", "layered", "tabulated")
 """``program`` values: the cheaper of the two by :func:`program_cost_ms`, or either one."""
@@ -42,10 +42,9 @@ def bootstraps(steps) -> list[dict]:
 
 
 def program_cost_ms(steps) -> float:
-    """The bootstraps' wall time on our 2-core machine (benchmarks/results/pbs_floor.json)."""
+    """The bootstraps' wall time by the measured cost model (quantization/cost_model.py)."""
     return sum(
-        lookup["count"]
-        * (lookup_cost_ms(lookup["precision"]) + lookup["lsbs_to_remove"] * ROUND_COST_MS_PER_BIT)
+        lookup["count"] * rounded_lookup_cost_ms(lookup["precision"], lookup["lsbs_to_remove"])
         for lookup in bootstraps(steps)
     )
 

@@ -8,17 +8,18 @@ import pickle
 import numpy as np
 import torch
 
-from qnn_sklearn.quantization import module as module_lib
 from qnn_sklearn.torch import build_torch_model
 
 
 def test_batched_simulation_equals_row_by_row_and_clear(ptq_relu_mlp, stress_inputs):
     module = ptq_relu_mlp.module
-    x = stress_inputs(ptq_relu_mlp.inputset, 3 * module_lib.SIMULATION_BATCH // 2)
+    x = stress_inputs(ptq_relu_mlp.inputset, 3 * module.run_options.simulation_batch // 2)
     q = module.quantize_input(x)
     batched = module.quantized_forward(q, fhe="simulate")  # a full and a padded batch
     np.testing.assert_array_equal(batched, module.quantized_forward(q))
-    few = q[: module_lib._MIN_BATCHED_ROWS - 1]  # below the threshold: the FHE circuit, per row
+    few = q[
+        : module.run_options.min_batched_rows - 1
+    ]  # below the threshold: the FHE circuit, per row
     np.testing.assert_array_equal(
         module.quantized_forward(few, fhe="simulate"), batched[: len(few)]
     )
