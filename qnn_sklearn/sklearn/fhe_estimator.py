@@ -12,7 +12,7 @@ from ..quantization.bounds import check_certified_bits
 from ..quantization.module import FHE_MODES
 from ..quantization.tabulation import bootstraps
 from ..torch import build_brevitas_qat_model
-from .callbacks import AccumulatorPruning
+from .callbacks import pruning_callbacks
 from .module_checks import check_activation_imports, check_module_params
 from .qnn_module import SparseQuantNeuralNetwork
 
@@ -77,7 +77,7 @@ class FHEEstimatorMixin:
         return module
 
     def get_default_callbacks(self):
-        return [*super().get_default_callbacks(), ("accumulator_pruning", AccumulatorPruning())]
+        return [*super().get_default_callbacks(), *pruning_callbacks()]
 
     def get_params_for(self, prefix):
         params = super().get_params_for(prefix)

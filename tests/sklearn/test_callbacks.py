@@ -1,4 +1,5 @@
-"""AccumulatorPruning: the network it hands back is the best one it trained, within budget."""
+"""The pruning callbacks together: the network they hand back is the best one trained, within
+budget."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from qnn_sklearn.sklearn.callbacks import _evaluation_loss
 
 
 class _RecordLosses(Callback):
-    """Runs after AccumulatorPruning (user callbacks follow the defaults)."""
+    """Runs after the pruning callbacks (user callbacks follow the defaults)."""
 
     def on_train_begin(self, net, **kwargs):
         self.losses, self.over_budget = [], []
