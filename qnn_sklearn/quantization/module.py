@@ -49,22 +49,16 @@ class QuantizedModule:
         steps: list,
         output_stages: tuple,
         layers: list[LayerReport],
-        program: str = "auto",
     ):
-        """``steps`` is the network's program, layer by layer; ``program`` says whether the
-        circuit runs it as is or tabulated (see quantization/tabulation.py), "auto" choosing
-        the cheaper. Both compute the same integers; only the bootstraps differ."""
+        """``steps`` is the network's program, layer by layer; the circuit runs it as is
+        (``program == "layered"``) unless :meth:`with_program` chose otherwise."""
         self.input_shape = tuple(input_shape)
         self.preprocessing = tuple(preprocessing)
         self.input_quantizer = input_quantizer
         self.layer_steps = steps
         self.output_stages = tuple(output_stages)
         self.layers = layers
-        options = input_quantizer.options
-        circuit_input_shape = self._preprocess(np.zeros((1, *self.input_shape))).shape[1:]
-        self.program, self.steps = choose_program(
-            steps, circuit_input_shape, options.qmax - options.qmin + 1, program
-        )
+        self.program, self.steps = "layered", steps
         self._circuit = None
         self.run_options = RunOptions()  # speed only: threads and simulation batches
         self._simulation = None  # (batch, simulation-only circuit), compiled on first use
@@ -72,17 +66,27 @@ class QuantizedModule:
         self._compile_set = None  # the integer inputset compile() used, to rebuild the circuit
 
     def with_program(self, program: str) -> QuantizedModule:
-        """This model, uncompiled, with its circuit's program chosen by ``program``
-        ("auto", "layered" or "tabulated"); the integers it computes are the same."""
-        return type(self)(
+        """This model, uncompiled, with its circuit's program chosen by ``program``: "layered",
+        "tabulated" (see quantization/tabulation.py) or "auto", the cheaper of the two.
+
+        The integers it computes are the same; only the bootstraps differ. Tabulating may
+        evaluate the whole program on every possible input row, so it is this explicit step
+        (which :meth:`from_onnx` takes with "auto"), not part of constructing a module.
+        """
+        module = type(self)(
             self.input_shape,
             self.preprocessing,
             self.input_quantizer,
             self.layer_steps,
             self.output_stages,
             copy.deepcopy(self.layers),
-            program,
         )
+        circuit_input_shape = self._preprocess(np.zeros((1, *self.input_shape))).shape[1:]
+        n_levels = len(self.input_quantizer.options.grid.levels)
+        module.program, module.steps = choose_program(
+            self.layer_steps, circuit_input_shape, n_levels, program
+        )
+        return module
 
     @classmethod
     def from_onnx(
@@ -103,7 +107,7 @@ class QuantizedModule:
             raise ValueError("The graph never quantizes its input.")
         if not builder.layers:
             raise ValueError("The graph has no linear layer to run encrypted.")
-        return cls(
+        layered = cls(
             builder.graph_input_shape,
             builder.input_value.preprocessing,
             builder.input_quantizer,
@@ -111,6 +115,7 @@ class QuantizedModule:
             output.stages,
             builder.layers,
         )
+        return layered.with_program("auto")
 
     # -- input checks and the clear ends of the pipeline --------------------------------------
 

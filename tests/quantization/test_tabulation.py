@@ -9,6 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from qnn_sklearn.quantization import QuantizedModule
 from qnn_sklearn.quantization.program import LinearStep, run_program
 from qnn_sklearn.quantization.tabulation import (
     bootstraps,
@@ -61,6 +62,16 @@ def test_auto_tabulates_a_narrow_input_and_agrees_on_every_row(two_feature_modul
     module, inputset = two_feature_module
     layered = module.with_program("layered")
     assert module.program == "tabulated" and layered.program == "layered"
+    # constructing a module does not tabulate: that is with_program's explicit step
+    parts = QuantizedModule(
+        module.input_shape,
+        module.preprocessing,
+        module.input_quantizer,
+        module.layer_steps,
+        module.output_stages,
+        module.layers,
+    )
+    assert parts.program == "layered" and parts.steps is module.layer_steps
     # one lookup per output, at the packed input's 4 bits, instead of 16 wider hidden lookups
     assert bootstraps(module.steps) == [{"count": 2, "precision": 4, "lsbs_to_remove": 0}]
     assert program_cost_ms(module.steps) < program_cost_ms(layered.steps)
