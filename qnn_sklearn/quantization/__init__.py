@@ -3,7 +3,8 @@
 from .builder import LayerReport, PostTrainingOptions
 from .compile_options import DEFAULT_P_ERROR, CompileOptions
 from .module import QuantizedModule
-from .ops import ONNX_OPS_TO_QUANTIZED_IMPL, QuantizedOp
+from .op_base import QuantizedOp
+from .ops import ONNX_OPS_TO_QUANTIZED_IMPL
 from .quantizers import QuantizationOptions, QuantizedArray, UniformQuantizer
 
 __all__ = [

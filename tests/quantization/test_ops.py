@@ -10,9 +10,9 @@ import torch
 
 from qnn_sklearn.onnx import export_torch_to_onnx
 from qnn_sklearn.quantization import ONNX_OPS_TO_QUANTIZED_IMPL
-from qnn_sklearn.quantization.ops import QuantizedActivation
+from qnn_sklearn.quantization.elementwise_ops import QuantizedActivation
 from qnn_sklearn.quantization.program import LookupStep
-from qnn_sklearn.quantization.stages import Activation
+from qnn_sklearn.quantization.stages import ACTIVATIONS, BINARY_OPERATIONS, Activation
 from qnn_sklearn.torch import build_torch_model
 
 TORCH_ACTIVATIONS = {
@@ -59,6 +59,14 @@ def test_every_registered_activation_is_exercised():
         if issubclass(implementation, QuantizedActivation)
     }
     assert registered == set(TORCH_ACTIVATIONS)
+
+
+def test_every_stage_function_has_its_class():
+    """Each activation and arithmetic function the stages evaluate is registered, under a class
+    of its own whose op_type is its key (Dropout is read as Identity)."""
+    assert set(ACTIVATIONS) | set(BINARY_OPERATIONS) <= set(ONNX_OPS_TO_QUANTIZED_IMPL)
+    for op, implementation in ONNX_OPS_TO_QUANTIZED_IMPL.items():
+        assert implementation.op_type == ("Identity" if op == "Dropout" else op)
 
 
 @pytest.mark.parametrize("op_type", sorted(TORCH_ACTIVATIONS))
