@@ -32,6 +32,7 @@ import numpy as np
 
 from ..fhe_runtime import fhe
 from ..postprocessing import softmax
+from ..quantization import QuantizedModule
 from . import framing
 from .artifacts import (
     CLIENT_SPECS_JSON,
@@ -83,8 +84,15 @@ class FHEModelDev:
         self.model = model
         self.compress = compress
 
-    def _server(self, circuit) -> fhe.Server:
-        configuration = circuit.configuration
+    def _server(self, module: QuantizedModule) -> fhe.Server:
+        """The circuit's server; with ``compress``, recompiled from its MLIR with compression.
+
+        The configuration is the one ``compile`` used (``module.compile_options``), so the
+        recompiled circuit has the same ``p_error`` / ``global_p_error`` and so the same crypto
+        parameters; only the compression options are added.
+        """
+        circuit = module.fhe_circuit
+        configuration = module.compile_options.circuit_configuration()
         if not self.compress or _is_compressed(configuration):
             return circuit.server
         configuration = configuration.fork(fhe_simulation=False, fhe_execution=False, **COMPRESSION)
@@ -102,7 +110,7 @@ class FHEModelDev:
         existing = [str(path) for path in targets if path.exists()]
         if existing and mode == "error":
             raise FileExistsError(f"{existing} already exist; pass mode='overwrite' to replace.")
-        server = self._server(served.module.fhe_circuit)
+        server = self._server(served.module)
         model_json = model_to_json(served)
         self.path_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=self.path_dir) as tmp:

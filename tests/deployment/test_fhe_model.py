@@ -297,6 +297,25 @@ def test_compression_shrinks_keys_and_ciphertexts(tiny, model_dir, evaluation_ke
     np.testing.assert_array_equal(plain.deserialize_decrypt_dequantize(result), tiny[0].forward(x))
 
 
+def _keyset(specs: fhe.ClientSpecs) -> dict:
+    """The crypto parameters of a circuit's keys, whether or not they are compressed."""
+    keyset = json.loads(specs.serialize())["keyset"]
+    for key in keyset["lweBootstrapKeys"] + keyset["lweKeyswitchKeys"]:
+        key.pop("compression", None)
+    return keyset
+
+
+def test_the_saved_circuit_keeps_the_compiled_error_probability(tiny, model_dir, tmp_path):
+    """FHEModelDev recompiles with compression from the module's compile_options: the
+    p_error given to compile still picks the crypto parameters."""
+    module = tiny[0].with_program("auto")
+    module.compile(tiny[1], p_error=2**-3)
+    FHEModelDev(tmp_path / "model", module).save()
+    saved = _keyset(FHEModelClient(tmp_path / "model").client.specs)
+    assert saved == _keyset(module.fhe_circuit.client.specs)
+    assert saved != _keyset(FHEModelClient(model_dir).client.specs)  # default p_error
+
+
 def test_decrypting_without_the_keys_is_refused(model_dir, fhe_client, tmp_path):
     result = FHEModelServer(model_dir).run(
         fhe_client.quantize_encrypt_serialize(np.zeros((1, 3))),
