@@ -1,10 +1,10 @@
-"""Turn an ONNX graph into the integer program of a QuantizedModule, with certified bounds.
+"""Build the integer program of a QuantizedModule, with certified bounds, step by step.
 
-The builder walks the graph in order. Each node's op class (from ONNX_OPS_TO_QUANTIZED_IMPL)
-translates it, calling back here to emit program steps: a linear layer becomes a LinearStep
-whose accumulator range is certified by interval arithmetic over every integer its input can
-hold; a quantizer after it becomes one LookupStep that fuses rescale, bias, activation and
-re-quantization.
+The ONNX importer (onnx/importer.py) walks the graph in order. Each node's op class (from
+ONNX_OPS_TO_QUANTIZED_IMPL) translates it, calling back here to emit program steps: a linear
+layer becomes a LinearStep whose accumulator range is certified by interval arithmetic over
+every integer its input can hold; a quantizer after it becomes one LookupStep that fuses
+rescale, bias, activation and re-quantization.
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import onnx
-from onnx import numpy_helper
 
 from .bounds import accumulator_range
 from .program import LinearStep, LookupStep, ReshapeStep, bits_for
@@ -29,7 +27,7 @@ from .rounding import (
     round_accumulator,
 )
 from .stages import Affine, apply_stages
-from .values import ClearInput, Constant, Encrypted
+from .values import ClearInput, Encrypted
 
 
 @dataclass
@@ -61,17 +59,6 @@ class PostTrainingOptions:
         if tensor_name not in self.calibration:
             raise ValueError(f"No calibration data for tensor {tensor_name!r}.")
         return UniformQuantizer.from_values(options, self.calibration[tensor_name])
-
-
-class UnsupportedOperatorError(ValueError):
-    """The graph holds an ONNX operator that no class of the op registry translates."""
-
-    def __init__(self, op_type: str, node_name: str, supported):
-        super().__init__(
-            f"Unsupported ONNX operator {op_type!r} (node {node_name!r}). "
-            f"Supported: {', '.join(sorted(supported))}."
-        )
-        self.op_type = op_type
 
 
 MAX_LOOKUP_BITS = 16
@@ -110,7 +97,6 @@ class ModuleBuilder:
         self.layers: list[LayerReport] = []
         self.input_quantizer: UniformQuantizer | None = None
         self.input_value: ClearInput | None = None
-        self.graph_input_shape: tuple[int, ...] = ()
         self._rounded_lookups = 0
 
     # -- steps emitted by the op classes -------------------------------------------------------
@@ -252,36 +238,15 @@ class ModuleBuilder:
             return self.add_lookup(value, options.calibrated_quantizer(tensor_name, grid))
         raise ValueError(f"{consumer}: tensor {tensor_name!r} is a constant, not an activation.")
 
-    # -- the graph walk ------------------------------------------------------------------------
-
-    def build(self, model: onnx.ModelProto, op_registry: dict):
-        """Translate every node; returns the graph output's value."""
-        graph = model.graph
-        values: dict[str, object] = {
-            init.name: Constant(numpy_helper.to_array(init).astype(np.float64))
-            for init in graph.initializer
-        }
-        data_inputs = [inp for inp in graph.input if inp.name not in values]
-        if len(data_inputs) != 1 or len(graph.output) != 1:
-            raise ValueError("Only graphs with one data input and one output are supported.")
-        dims = data_inputs[0].type.tensor_type.shape.dim
-        self.graph_input_shape = tuple(d.dim_value for d in dims[1:])
-        values[data_inputs[0].name] = ClearInput(self.graph_input_shape)
-        for node in graph.node:
-            if node.op_type not in op_registry:
-                raise UnsupportedOperatorError(node.op_type, node.name, op_registry)
-            op = op_registry[node.op_type](
-                {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-            )
-            inputs = [values[name] if name else None for name in node.input]
-            values[node.output[0]] = op.apply(self, inputs, list(node.input), node.name)
-        result = values[graph.output[0].name]
+    def finish(self, output) -> Encrypted:
+        """The graph's output value, once every node is translated; ValueError if the rounding
+        plan does not match the graph's layers or the output is not encrypted."""
         plan = self.rounding_plan
         if plan is not None and self._rounded_lookups != len(plan.lsbs):
             raise ValueError(
                 f"The rounding plan has {len(plan.lsbs)} layers for "
                 f"{self._rounded_lookups} linear layers followed by a lookup."
             )
-        if not isinstance(result, Encrypted):
+        if not isinstance(output, Encrypted):
             raise ValueError("The graph output does not depend on its input through any layer.")
-        return result
+        return output

@@ -7,16 +7,13 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import onnx
 from tqdm.auto import tqdm
 
 from ..fhe_runtime import fhe
-from .builder import LayerReport, ModuleBuilder, PostTrainingOptions
+from .builder import LayerReport
 from .compile_options import CompileOptions
-from .ops import ONNX_OPS_TO_QUANTIZED_IMPL
 from .program import LinearStep, run_program
 from .quantizers import UniformQuantizer
-from .rounding import RoundingPlan
 from .run_options import RunOptions
 from .stages import apply_stages
 from .tabulation import choose_program
@@ -35,7 +32,7 @@ def check_fhe_mode(fhe_mode: str) -> str:
 class QuantizedModule:
     """An integer model: clear pre-processing, input quantizer, integer program, dequantizer.
 
-    Build one with :meth:`from_onnx` (or ``compile_torch_model`` /
+    Build one with ``qnn_sklearn.onnx.import_onnx`` (or ``compile_torch_model`` /
     ``compile_brevitas_qat_model``). ``forward(x, fhe=...)`` runs the same program in the clear
     (``"disable"``), in concrete-python's simulation (``"simulate"``) or encrypted
     (``"execute"``), after :meth:`compile` for the last two.
@@ -71,7 +68,7 @@ class QuantizedModule:
 
         The integers it computes are the same; only the bootstraps differ. Tabulating may
         evaluate the whole program on every possible input row, so it is this explicit step
-        (which :meth:`from_onnx` takes with "auto"), not part of constructing a module.
+        (which the ONNX importer takes with "auto"), not part of constructing a module.
         """
         module = type(self)(
             self.input_shape,
@@ -87,35 +84,6 @@ class QuantizedModule:
             self.layer_steps, circuit_input_shape, n_levels, program
         )
         return module
-
-    @classmethod
-    def from_onnx(
-        cls,
-        model: onnx.ModelProto,
-        post_training: PostTrainingOptions | None = None,
-        rounding_threshold_bits: int | str | None = None,
-        rounding_plan: RoundingPlan | None = None,
-    ) -> QuantizedModule:
-        """Translate an ONNX (or QONNX) graph; ``post_training`` quantizes a float graph.
-
-        The rounding before each lookup is either chosen here (``rounding_threshold_bits``) or
-        the one the network trained with (``rounding_plan``, see ModuleBuilder).
-        """
-        builder = ModuleBuilder(post_training, rounding_threshold_bits, rounding_plan)
-        output = builder.build(model, ONNX_OPS_TO_QUANTIZED_IMPL)
-        if builder.input_quantizer is None:
-            raise ValueError("The graph never quantizes its input.")
-        if not builder.layers:
-            raise ValueError("The graph has no linear layer to run encrypted.")
-        layered = cls(
-            builder.graph_input_shape,
-            builder.input_value.preprocessing,
-            builder.input_quantizer,
-            builder.steps,
-            output.stages,
-            builder.layers,
-        )
-        return layered.with_program("auto")
 
     # -- input checks and the clear ends of the pipeline --------------------------------------
 

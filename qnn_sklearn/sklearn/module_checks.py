@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.nn.modules import activation as torch_activations
 
-from ..quantization.builder import UnsupportedOperatorError
+from ..onnx import UnsupportedOperatorError
 from ..torch import build_brevitas_qat_model
 from .qnn_module import SparseQuantNeuralNetwork
 
@@ -45,7 +45,7 @@ def import_failure(network_kwargs: dict) -> str | None:
     """Why the integer model cannot import a network with these arguments, at the smallest
     width (None: it can).
 
-    This is the builder's own answer (ONNX export, then ``QuantizedModule.from_onnx``), so it
+    This is the builder's own answer (ONNX export, then ``qnn_sklearn.onnx.import_onnx``), so it
     holds for any activation, a custom module too. It costs about 0.06 s; the probe runs
     under its own random state, so the fit that asks draws the same numbers as without it.
     """

@@ -7,7 +7,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from ..onnx import evaluate_onnx, export_brevitas_to_qonnx, export_torch_to_onnx
+from ..onnx import evaluate_onnx, export_brevitas_to_qonnx, export_torch_to_onnx, import_onnx
 from ..quantization import PostTrainingOptions, QuantizedModule
 from ..quantization.rounding import RoundingPlan
 
@@ -67,7 +67,7 @@ def build_torch_model(
         activation_bits=bits["op_inputs"],
         calibration=evaluate_onnx(model, inputset),
     )
-    return QuantizedModule.from_onnx(model, post_training, rounding_threshold_bits)
+    return import_onnx(model, post_training, rounding_threshold_bits)
 
 
 def build_brevitas_qat_model(
@@ -86,7 +86,7 @@ def build_brevitas_qat_model(
     inputset = _as_numpy(torch_inputset)
     plan = brevitas_model.rounding_plan() if isinstance(brevitas_model, PlansItsRounding) else None
     model = export_brevitas_to_qonnx(brevitas_model, torch.as_tensor(inputset, dtype=torch.float32))
-    return QuantizedModule.from_onnx(model, None, rounding_threshold_bits, plan)
+    return import_onnx(model, None, rounding_threshold_bits, plan)
 
 
 def compile_torch_model(

@@ -17,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
+from qnn_sklearn.onnx import import_onnx
 from qnn_sklearn.quantization import QuantizationOptions, QuantizedModule, UniformQuantizer
 from qnn_sklearn.quantization.program import LinearStep, LookupStep
 
@@ -157,7 +158,7 @@ def networks(draw):
         input_grid, input_scale, input_zero_point, w1, w1_scale, b1, activation, act_grid,
         act_scale, w2, w2_scale,
     )  # fmt: skip
-    module = QuantizedModule.from_onnx(model)
+    module = import_onnx(model)
     return Network(
         input_grid, f32(input_scale).item(), input_zero_point, w1, f32(w1_scale).item(), f32(b1),
         activation, act_grid, f32(act_scale).item(), w2, f32(w2_scale).item(), module,
