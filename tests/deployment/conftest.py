@@ -20,20 +20,11 @@ from qnn_sklearn.torch import compile_torch_model
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
-def _tiny_module(seed: int, p_error=None, n_features: int = 3):
-    torch.manual_seed(seed)
-    model = torch.nn.Sequential(
-        torch.nn.Linear(n_features, 6), torch.nn.ReLU(), torch.nn.Linear(6, 2)
-    ).eval()
-    inputset = np.random.default_rng(seed).normal(size=(100, n_features)).astype(np.float32)
-    # Compiled without compression on purpose: FHEModelDev must add it.
-    return compile_torch_model(model, inputset, n_bits=2, p_error=p_error), inputset
-
-
 @pytest.fixture(scope="session")
-def tiny():
-    """(compiled QuantizedModule, its inputset)."""
-    return _tiny_module(seed=5)
+def tiny(fhe_execution_mlp):
+    """(compiled QuantizedModule, its inputset): tests/conftest.py's tiny 2-bit MLP, compiled
+    without compression on purpose (FHEModelDev must add it)."""
+    return fhe_execution_mlp.module, fhe_execution_mlp.inputset
 
 
 @pytest.fixture(scope="session")
@@ -81,13 +72,16 @@ def classifier_dir(classifier, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def other_model(tmp_path_factory):
+def other_model(mlp, make_inputset, tmp_path_factory):
     """Another circuit (4 inputs, other crypto parameters): neither its keys nor its
     ciphertexts fit ``model_dir``.
 
     Returns (model dir, its client with keys, its serialized evaluation keys).
     """
-    module, _ = _tiny_module(seed=7, p_error=2**-3, n_features=4)
+    torch.manual_seed(7)
+    model = mlp(torch.nn.Linear(4, 6), torch.nn.ReLU(), torch.nn.Linear(6, 2))
+    inputset = make_inputset(100, n_features=4, seed=7)
+    module = compile_torch_model(model, inputset, n_bits=2, p_error=2**-3)
     path = tmp_path_factory.mktemp("deploy_other") / "model"
     FHEModelDev(path, module).save()
     client = FHEModelClient(path)
