@@ -60,6 +60,13 @@ def import_onnx(
     return layered.with_program("auto")
 
 
+def _attribute(attribute: onnx.AttributeProto):
+    """The attribute's value; a tensor (a Constant node's) as a numpy array, so the op
+    classes never read ONNX protobufs."""
+    value = onnx.helper.get_attribute_value(attribute)
+    return numpy_helper.to_array(value) if isinstance(value, onnx.TensorProto) else value
+
+
 def _walk(model: onnx.ModelProto, builder: ModuleBuilder):
     """Translate every node in order; returns the data input's shape (one row) and the
     value of the graph's output."""
@@ -78,9 +85,7 @@ def _walk(model: onnx.ModelProto, builder: ModuleBuilder):
     for node in graph.node:
         if node.op_type not in registry:
             raise UnsupportedOperatorError(node.op_type, node.name, registry)
-        op = registry[node.op_type](
-            {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-        )
+        op = registry[node.op_type]({a.name: _attribute(a) for a in node.attribute})
         inputs = [values[name] if name else None for name in node.input]
         values[node.output[0]] = op.apply(builder, inputs, list(node.input), node.name)
     return input_shape, values[graph.output[0].name]

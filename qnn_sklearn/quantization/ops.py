@@ -9,7 +9,6 @@ in :data:`ONNX_OPS_TO_QUANTIZED_IMPL`.
 from __future__ import annotations
 
 import numpy as np
-from onnx import numpy_helper
 
 from .elementwise_ops import (
     QuantizedAbs,
@@ -205,12 +204,13 @@ class QuantizedIdentity(QuantizedOp):
 
 
 class QuantizedConstantNode(QuantizedOp):
-    """An ONNX ``Constant`` node: its tensor, known at build time."""
+    """An ONNX ``Constant`` node: its tensor (a numpy array, as the importer reads it), known
+    at build time."""
 
     op_type = "Constant"
 
     def apply(self, builder, inputs, names, node_name):
-        return Constant(numpy_helper.to_array(self.attributes["value"]).astype(np.float64))
+        return Constant(np.asarray(self.attributes["value"], dtype=np.float64))
 
 
 ONNX_OPS_TO_QUANTIZED_IMPL: dict[str, type[QuantizedOp]] = {
