@@ -23,6 +23,7 @@ from qnn_sklearn.quantization.run_options import RunOptions, available_cores
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tasks import CONFIGS, TASKS, load  # noqa: E402
+from training import estimator_params, train  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "batch_throughput.json"
 
@@ -36,9 +37,8 @@ def main() -> None:
 
     task = TASKS[args.task]
     X_train, X_test, y_train, _ = load(args.task)
-    model = task.estimator(**CONFIGS["ours"].estimator_params(task, len(X_train))).fit(
-        X_train, y_train
-    )
+    params = estimator_params(CONFIGS["ours"], task, len(X_train))
+    model, _ = train(task, params, X_train, y_train)
     model.compile(X_train)
     model.fhe_circuit_.keygen()
     rows = X_test[: args.rows]

@@ -118,12 +118,12 @@ def measure_task(args) -> None:
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from tasks import CONFIGS, TASKS, load
+    from training import estimator_params, train
 
     task = TASKS[args.task]
     X_train, _, y_train, _ = load(args.task)
-    model = task.estimator(**CONFIGS["ours"].estimator_params(task, len(X_train))).fit(
-        X_train, y_train
-    )
+    params = estimator_params(CONFIGS["ours"], task, len(X_train))
+    model, _ = train(task, params, X_train, y_train)
     model.compile(X_train)
     module = model.quantized_module_
     rng = np.random.default_rng(0)
