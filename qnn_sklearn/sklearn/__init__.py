@@ -1,7 +1,7 @@
 """scikit-learn estimators around a sparse quantized MLP."""
 
+from ..torch.network import MAX_BITWIDTH_BACKWARD_COMPATIBLE, SparseQuantNeuralNetwork
 from .qnn import NeuralNetClassifier, NeuralNetRegressor
-from .qnn_module import MAX_BITWIDTH_BACKWARD_COMPATIBLE, SparseQuantNeuralNetwork
 
 __all__ = [
     "MAX_BITWIDTH_BACKWARD_COMPATIBLE",

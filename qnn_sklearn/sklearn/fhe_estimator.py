@@ -12,9 +12,9 @@ from ..quantization.bounds import check_certified_bits
 from ..quantization.module import FHE_MODES
 from ..quantization.tabulation import bootstraps
 from ..torch import build_brevitas_qat_model
+from ..torch.network import SparseQuantNeuralNetwork
 from .callbacks import pruning_callbacks
 from .module_checks import check_activation_imports, check_module_params
-from .qnn_module import SparseQuantNeuralNetwork
 
 MODULE_DEFAULTS = {"n_layers": 3}
 """Module arguments with a default here; ``input_dim`` and ``n_outputs`` come from the data."""

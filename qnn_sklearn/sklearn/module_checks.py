@@ -17,7 +17,7 @@ from torch.nn.modules import activation as torch_activations
 
 from ..onnx import UnsupportedOperatorError
 from ..torch import build_brevitas_qat_model
-from .qnn_module import SparseQuantNeuralNetwork
+from ..torch.network import SparseQuantNeuralNetwork
 
 _PROBE_FEATURES = 2
 

@@ -38,7 +38,7 @@ from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.validation import check_is_fitted
 
 from .. import __version__, file_format, safe_zip
-from .qnn_module import SparseQuantNeuralNetwork, _rebuild
+from ..torch.network import SparseQuantNeuralNetwork, _rebuild
 from .saved_network import checked_widths, network_widths, read_state
 from .trusted_types import (
     ACTIVATION,

@@ -9,8 +9,8 @@ from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
+from ..postprocessing import softmax
 from .fhe_estimator import FHEEstimatorMixin, estimator_defaults
-from .postprocessing import softmax
 
 
 class NeuralNetClassifier(FHEEstimatorMixin, skorch.NeuralNetClassifier):

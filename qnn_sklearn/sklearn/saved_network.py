@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .. import safe_zip
-from .qnn_module import SparseQuantNeuralNetwork
+from ..torch.network import SparseQuantNeuralNetwork
 
 MAX_LAYERS = 64
 """Most linear layers a loaded network may declare."""

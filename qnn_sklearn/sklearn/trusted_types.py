@@ -32,9 +32,9 @@ import torch
 import torch.utils.data
 from torch.nn.modules import activation, loss
 
+from ..torch.network import SparseQuantNeuralNetwork
 from . import callbacks
 from .qnn import NeuralNetClassifier, NeuralNetRegressor
-from .qnn_module import SparseQuantNeuralNetwork
 
 ESTIMATOR = "estimator"
 MODULE = "module"
@@ -78,6 +78,12 @@ SKORCH_CALLBACKS = (
 """skorch callbacks whose arguments cannot name a file or a service."""
 
 
+FORMER_MODULE_PATHS = {
+    "qnn_sklearn.sklearn.qnn_module:SparseQuantNeuralNetwork": SparseQuantNeuralNetwork
+}
+"""Where files written before the network moved to ``qnn_sklearn.torch.network`` name it."""
+
+
 def import_path(obj) -> str:
     """``"module:qualname"`` of a class or function: how a saved estimator names it."""
     return f"{obj.__module__}:{obj.__qualname__}"
@@ -97,7 +103,11 @@ def builtin_allow_list() -> dict[str, dict[str, type]]:
         ITERATOR: [torch.utils.data.DataLoader],
         DATASET: [skorch.dataset.Dataset],
     }
-    return {role: {import_path(cls): cls for cls in classes} for role, classes in roles.items()}
+    allow_list = {
+        role: {import_path(cls): cls for cls in classes} for role, classes in roles.items()
+    }
+    allow_list[MODULE].update(FORMER_MODULE_PATHS)
+    return allow_list
 
 
 def _public_subclasses(module, base: type) -> list[type]:

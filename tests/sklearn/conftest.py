@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from concrete import fhe
 from sklearn.datasets import load_iris
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
@@ -22,7 +21,7 @@ def iris_split():
 
 
 @pytest.fixture(scope="session")
-def iris_classifier(iris_split, tmp_path_factory):
+def iris_classifier(iris_split, insecure_fhe_configuration):
     """A fitted and compiled 3/3/8-bit classifier with string labels (insecure key cache)."""
     X_train, _, y_train, _ = iris_split
     model = NeuralNetClassifier(
@@ -32,10 +31,5 @@ def iris_classifier(iris_split, tmp_path_factory):
         lr=0.02,
         random_state=0,
     ).fit(X_train, y_train)
-    configuration = fhe.Configuration(
-        enable_unsafe_features=True,
-        use_insecure_key_cache=True,
-        insecure_key_cache_location=str(tmp_path_factory.mktemp("keys")),
-    )
-    model.compile(X_train, configuration=configuration)
+    model.compile(X_train, configuration=insecure_fhe_configuration)
     return model

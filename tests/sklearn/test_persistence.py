@@ -185,6 +185,21 @@ def test_callables_are_stored_as_import_paths(classifier):
     assert loaded.module_.init_kwargs["activation_function"] is torch.nn.ReLU
 
 
+def test_file_naming_the_network_by_its_former_path_loads(classifier, data):
+    """Files written before the network moved to qnn_sklearn.torch.network still load."""
+    former = "qnn_sklearn.sklearn.qnn_module:SparseQuantNeuralNetwork"
+    with zipfile.ZipFile(io.BytesIO(_dumped(classifier))) as archive:
+        assert json.loads(archive.read(MANIFEST))["params"]["module"]["value"] != former
+    source = _rewrite_manifest(
+        _dumped(classifier),
+        lambda m: m["params"].update(module={"kind": "import", "value": former}),
+    )
+    X = data[0]
+    np.testing.assert_array_equal(
+        qnn_sklearn.load(source).predict_proba(X), classifier.predict_proba(X)
+    )
+
+
 @pytest.mark.parametrize(
     ("name", "value", "message"),
     [

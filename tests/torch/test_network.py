@@ -10,9 +10,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qnn_sklearn.sklearn.qnn_module import SparseQuantNeuralNetwork
 from qnn_sklearn.torch import build_brevitas_qat_model
 from qnn_sklearn.torch.compile import PlansItsRounding
+from qnn_sklearn.torch.network import SparseQuantNeuralNetwork
 
 
 def _grid(n_bits: int, signed: bool, narrow: bool) -> range:

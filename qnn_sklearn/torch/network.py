@@ -1,0 +1,398 @@
+"""SparseQuantNeuralNetwork: a Brevitas MLP whose every accumulator fits ``n_accum_bits``.
+
+Layout: input quantizer → (QuantLinear → activation → activation quantizer) × (n_layers − 1)
+→ QuantLinear. The last layer's accumulator is the network output; it is dequantized on the
+client, so it needs no quantizer.
+
+Pruning is per neuron: each row of every QuantLinear keeps its largest integer weights while
+``Σ|w_q| · max|x_q| ≤ 2^(n_accum_bits−1) − 1``, so the bound holds for every neuron, not only
+on average over a layer.
+"""
+
+from __future__ import annotations
+
+import torch
+from brevitas import nn as qnn
+from torch import nn
+from torch.nn.utils import parametrize
+
+from ..quantization.bounds import (
+    accumulator_range,
+    max_terms,
+    signed_limit,
+    worst_case_magnitude,
+)
+from ..quantization.grid import Grid
+from ..quantization.rounding import (
+    AUTO_ROUNDING,
+    RoundingPlan,
+    check_rounding_threshold_bits,
+    lsbs_for_threshold,
+    round_accumulator,
+)
+from .input_quantizer import calibrated_input_quantizer
+from .pruning import (
+    WeightMask,
+    budget_mask,
+    is_masked,
+    raw_weight,
+    sliced_linear,
+)
+
+MAX_BITWIDTH_BACKWARD_COMPATIBLE = 8
+"""Largest accumulator a seed-compatible model may certify (``n_accum_bits``'s usual cap)."""
+
+AUTO_ROUNDING_EXTRA_BITS = 1
+"""``rounding_threshold_bits="auto"`` keeps ``n_a_bits + AUTO_ROUNDING_EXTRA_BITS`` bits of
+each accumulator: one more bit than the activation grid it feeds has levels for."""
+
+_NON_NEGATIVE_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Sigmoid, nn.Softplus, nn.Hardsigmoid)
+
+
+MIN_GRID_BITS = 2
+"""Fewest bits of a weight, activation or input grid. Brevitas exports every 1-bit quantizer
+as QONNX ``BipolarQuant`` (±scale), even an unsigned one whose forward computes {0, scale},
+and 1-bit weights could not be pruned to 0; a signed narrow 1-bit grid holds only 0."""
+
+
+def _check_bits(name: str, value, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+    return value
+
+
+class SparseQuantNeuralNetwork(nn.Module):
+    """Quantization-aware MLP with per-neuron accumulator budgets.
+
+    Parameters
+    ----------
+    input_dim, n_outputs : int
+        Features in, outputs (classes or targets) out.
+    n_layers : int
+        Number of linear layers; 1 is a quantized linear model.
+    n_hidden_neurons_multiplier : int
+        Hidden width is ``input_dim * n_hidden_neurons_multiplier``.
+    n_w_bits, n_a_bits : int
+        Bits of weights and of activations, at least ``MIN_GRID_BITS`` (2).
+    n_accum_bits : int
+        Bits every accumulator must fit, sign included.
+    n_prune_neurons_percentage : float
+        Fraction in [0, 1) of hidden neurons removed by structured pruning.
+    activation_function : type
+        torch activation class, instantiated once per hidden layer. The estimators check in
+        ``fit``, before training, that the integer model can import it (module_checks.py).
+    quant_narrow : bool
+        Narrow weight and activation grids (e.g. [-3, 3] instead of [-4, 3] at 3 bits). A
+        signed input grid is always narrow (see ``calibrated_input_quantizer``).
+    quant_signed : bool
+        Signed input and activation grids. Activations that cannot be negative (ReLU,
+        Sigmoid, ...) always get an unsigned grid: a sign bit would waste half the levels.
+    n_input_bits : int or None
+        Bits of the input grid; None: ``n_a_bits``. The input grid is the client's, and on
+        few features it sets the FHE cost alone: the circuit can then read each output from
+        one table on the packed input row (quantization/tabulation.py), so two 2-bit
+        features cost two 4-bit lookups whatever ``n_a_bits`` the hidden layers use.
+    rounding_threshold_bits : int, "auto" or None
+        Train with every hidden accumulator rounded (half up) to a multiple of ``2**lsbs``
+        before its activation, ``lsbs`` the fewest low bits that leave each neuron's certified
+        range ``rounding_threshold_bits`` bits wide (``"auto"``: ``n_a_bits + 1``). The
+        integer model rounds the same bits (:meth:`rounding_plan`), so each lookup runs at
+        that precision and the trained network is the deployed one. None: exact accumulators.
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        n_layers: int,
+        n_outputs: int,
+        n_hidden_neurons_multiplier: int = 4,
+        n_w_bits: int = 3,
+        n_a_bits: int = 3,
+        n_accum_bits: int = 8,
+        n_prune_neurons_percentage: float = 0.0,
+        activation_function=nn.ReLU,
+        quant_narrow: bool = False,
+        quant_signed: bool = True,
+        rounding_threshold_bits: int | str | None = None,
+        n_input_bits: int | None = None,
+    ):
+        super().__init__()
+        for name in ("input_dim", "n_outputs", "n_hidden_neurons_multiplier"):
+            _check_bits(name, locals()[name])
+        if isinstance(n_layers, bool) or not isinstance(n_layers, int) or n_layers < 1:
+            raise ValueError(f"n_layers must be an integer >= 1, got {n_layers!r}.")
+        _check_bits("n_accum_bits", n_accum_bits)
+        for name in ("n_w_bits", "n_a_bits"):
+            _check_bits(name, locals()[name], MIN_GRID_BITS)
+        if n_input_bits is not None:
+            _check_bits("n_input_bits", n_input_bits, MIN_GRID_BITS)
+        if not 0.0 <= n_prune_neurons_percentage < 1.0:
+            raise ValueError(
+                f"n_prune_neurons_percentage must be in [0, 1), got {n_prune_neurons_percentage}."
+            )
+        self.init_kwargs = {
+            "input_dim": input_dim,
+            "n_layers": n_layers,
+            "n_outputs": n_outputs,
+            "n_hidden_neurons_multiplier": n_hidden_neurons_multiplier,
+            "n_w_bits": n_w_bits,
+            "n_a_bits": n_a_bits,
+            "n_accum_bits": n_accum_bits,
+            "n_prune_neurons_percentage": n_prune_neurons_percentage,
+            "activation_function": activation_function,
+            "quant_narrow": quant_narrow,
+            "quant_signed": quant_signed,
+            "rounding_threshold_bits": rounding_threshold_bits,
+            "n_input_bits": n_input_bits,
+        }
+        rounding_threshold_bits = check_rounding_threshold_bits(rounding_threshold_bits)
+        if rounding_threshold_bits == AUTO_ROUNDING:
+            rounding_threshold_bits = n_a_bits + AUTO_ROUNDING_EXTRA_BITS
+        self.rounding_threshold_bits = rounding_threshold_bits
+        self.n_w_bits, self.n_a_bits, self.n_accum_bits = n_w_bits, n_a_bits, n_accum_bits
+        self.n_input_bits = n_a_bits if n_input_bits is None else n_input_bits
+        self.n_prune_neurons_percentage = n_prune_neurons_percentage
+        self.quant_narrow = quant_narrow
+        hidden = input_dim * n_hidden_neurons_multiplier
+        widths = [input_dim] + [hidden] * (n_layers - 1) + [n_outputs]
+
+        self.input_quant = calibrated_input_quantizer(self.n_input_bits, quant_signed)
+        self.linears = nn.ModuleList(
+            qnn.QuantLinear(
+                n_in,
+                n_out,
+                bias=True,
+                weight_bit_width=n_w_bits,
+                weight_narrow_range=quant_narrow,
+            )
+            for n_in, n_out in zip(widths[:-1], widths[1:])
+        )
+        self.activations = nn.ModuleList(activation_function() for _ in range(n_layers - 1))
+        act_signed = quant_signed and not isinstance(
+            self.activations[0] if n_layers > 1 else None, _NON_NEGATIVE_ACTIVATIONS
+        )
+        self.act_quants = nn.ModuleList(
+            qnn.QuantIdentity(
+                bit_width=n_a_bits,
+                signed=act_signed,
+                narrow_range=quant_narrow,
+                return_quant_tensor=True,
+            )
+            for _ in range(n_layers - 1)
+        )
+        if self.max_active_neurons() == 0:
+            raise ValueError(
+                f"n_accum_bits={n_accum_bits} leaves no room for even one "
+                f"{n_w_bits}-bit weight times one {max(n_a_bits, self.n_input_bits)}-bit input; "
+                "raise n_accum_bits or lower n_w_bits / n_a_bits / n_input_bits."
+            )
+
+    def forward(self, x):
+        x = self.input_quant(x)
+        plan = None if torch.onnx.is_in_onnx_export() else self.rounding_plan()
+        for index, (linear, activation, act_quant) in enumerate(
+            zip(self.linears, self.activations, self.act_quants)
+        ):
+            y = linear(x) if plan is None else self._rounded_linear(linear, x, plan.lsbs[index])
+            x = act_quant(activation(y))
+        return self.linears[-1](x)
+
+    # -- rounding ------------------------------------------------------------------------------
+
+    def _rounded_linear(self, linear, x, lsbs: int):
+        """``linear(x)``, its integer accumulator rounded away ``lsbs`` bits as the integer
+        model rounds it.
+
+        The accumulator is ``(y − bias) / (s_x · s_w)``. The rounding is straight-through:
+        the gradient is the unrounded layer's, so the weights learn to place their
+        accumulators where the coarse lookup sends them the right way.
+        """
+        y = linear(x)
+        if not lsbs:
+            return y
+        with torch.no_grad():
+            unit = x.scale * linear.quant_weight().scale
+            accumulator = torch.round((y - linear.bias) / unit)
+            shift = (round_accumulator(accumulator, lsbs) - accumulator) * unit
+        return y + shift
+
+    def rounding_plan(self) -> RoundingPlan | None:
+        """Bits each hidden layer rounds away, for training and the integer model alike;
+        None without rounding (and the exported graph is exact: the integer model rounds).
+
+        The plan follows the current weights, so training makes it again at each forward.
+        It is computed on the grids' full ranges; the integer model certifies ranges within
+        these (its lookups only produce what they can reach), so its lookups are never wider.
+        """
+        if self.rounding_threshold_bits is None:
+            return None
+        lsbs = []
+        for linear, x_range in zip(self.linears[:-1], self._input_ranges()):
+            acc_min, acc_max = accumulator_range(self._integer_weight(linear).numpy(), *x_range)
+            lsbs.append(lsbs_for_threshold(acc_min, acc_max, self.rounding_threshold_bits))
+        return RoundingPlan(tuple(lsbs))
+
+    def _input_ranges(self) -> list[tuple[int, int]]:
+        """Integer range ``(lo, hi)`` of each linear layer's input grid (a signed grid's is
+        taken symmetric, which contains it)."""
+        return [(-grid.max_abs if grid.signed else 0, grid.max_abs) for grid in self._input_grids()]
+
+    # -- accumulator budget --------------------------------------------------------------------
+
+    @property
+    def accumulator_budget(self) -> int:
+        """Largest |accumulator| that fits ``n_accum_bits`` signed bits."""
+        return signed_limit(self.n_accum_bits)
+
+    def _max_abs_weight(self) -> int:
+        return Grid(self.n_w_bits, signed=True, narrow=self.quant_narrow).max_abs
+
+    def _input_grids(self) -> list[Grid]:
+        """The grid of the integers feeding each linear layer (zero points are 0)."""
+        quantizers = (self.input_quant, *self.act_quants)
+        bits = [self.n_input_bits] + [self.n_a_bits] * len(self.act_quants)
+        return [
+            Grid(n_bits, quantizer.act_quant.is_signed, quantizer.act_quant.is_narrow_range)
+            for quantizer, n_bits in zip(quantizers, bits, strict=True)
+        ]
+
+    def _max_abs_inputs(self) -> list[int]:
+        """max|x_q| of the integers feeding each linear layer."""
+        return [grid.max_abs for grid in self._input_grids()]
+
+    def max_active_neurons(self) -> int:
+        """Inputs per neuron that fit the budget whatever the weights (the worst case)."""
+        max_weight = self._max_abs_weight()
+        return min(max_terms(self.n_accum_bits, max_weight, m) for m in self._max_abs_inputs())
+
+    # -- pruning -------------------------------------------------------------------------------
+
+    def _integer_weight(self, linear) -> torch.Tensor:
+        """The layer's integer weights as Brevitas quantizes the current (masked) weight."""
+        with torch.no_grad():
+            return linear.quant_weight().int().to(torch.int64)
+
+    def _budget_mask(self, linear, max_abs_input: int, candidates: torch.Tensor) -> torch.Tensor:
+        return budget_mask(
+            linear, candidates, self._max_abs_weight(), max_abs_input, self.accumulator_budget
+        )
+
+    def _neurons_to_keep(self, index: int, linear) -> torch.Tensor:
+        """Structured pruning: hidden layers drop their lowest-L2-norm rows."""
+        rows = linear.out_features
+        if index == len(self.linears) - 1 or self.n_prune_neurons_percentage == 0:
+            return torch.ones(rows, dtype=torch.bool)
+        n_drop = min(int(round(self.n_prune_neurons_percentage * rows)), rows - 1)
+        keep = torch.ones(rows, dtype=torch.bool)
+        keep[torch.argsort(raw_weight(linear).detach().norm(dim=1))[:n_drop]] = False
+        return keep
+
+    def enable_pruning(self) -> None:
+        """Mask every QuantLinear per neuron (and drop neurons if structured pruning is on)."""
+        for index, (linear, max_abs_input) in enumerate(zip(self.linears, self._max_abs_inputs())):
+            keep_rows = self._neurons_to_keep(index, linear)
+            raw = raw_weight(linear).detach()
+            mask = self._budget_mask(linear, max_abs_input, raw) * keep_rows[:, None]
+            if is_masked(linear):
+                linear.parametrizations.weight[0].mask.copy_(mask)
+            else:
+                parametrize.register_parametrization(linear, "weight", WeightMask(mask))
+
+    def refresh_pruning(self) -> None:
+        """Recompute the masks from the current weights (they move while training)."""
+        if any(is_masked(linear) for linear in self.linears):
+            self.enable_pruning()
+
+    def enforce_budget(self) -> None:
+        """Bring every neuron whose integer weights went over the budget back within it.
+
+        Weights that train under fixed masks can grow, or the layer's weight scale can shrink,
+        until a neuron exceeds the budget. Such a neuron loses its smallest active inputs;
+        every other neuron keeps its inputs. Run after each optimizer step, this keeps the
+        network training under the constraint it is deployed with, instead of cutting weights
+        once training has ended (which took the checkerboard from 0.944 to 0.83, issue 3).
+        (Scaling such a neuron's weights down instead, keeping its inputs, collapsed one seed
+        of the checkerboard to chance level.)
+        """
+        for linear, max_abs_input in zip(self.linears, self._max_abs_inputs()):
+            for _ in range(8):  # the scale only shrinks as weights go; converges at once
+                over = self.row_costs(linear, max_abs_input) > self.accumulator_budget
+                if not over.any():
+                    break
+                with torch.no_grad():
+                    active = linear.weight.detach()
+                    trimmed = self._budget_mask(linear, max_abs_input, active)
+                    keep = torch.where(over[:, None], trimmed, torch.ones_like(trimmed))
+                    if is_masked(linear):
+                        linear.parametrizations.weight[0].mask.mul_(keep)
+                    else:
+                        linear.weight.mul_(keep)
+
+    def make_pruning_permanent(self) -> None:
+        """Bake the masks into the weights, then remove neurons that no longer have inputs.
+
+        A dead neuron's constant output is folded into the next layer's bias before it goes;
+        then the budget is enforced again on the final integer weights, whose scale may have
+        moved with the weights that went.
+        """
+        for linear in self.linears:
+            if is_masked(linear):
+                parametrize.remove_parametrizations(linear, "weight", leave_parametrized=True)
+        self._drop_dead_neurons()
+        self.enforce_budget()
+
+    def row_costs(self, linear, max_abs_input: int) -> torch.Tensor:
+        """``Σ|w_q| · max|x_q|`` per neuron, on the integer weights."""
+        return worst_case_magnitude(self._integer_weight(linear).abs().sum(dim=1), max_abs_input)
+
+    def _drop_dead_neurons(self) -> None:
+        for index in range(len(self.linears) - 1):
+            linear, following = self.linears[index], self.linears[index + 1]
+            alive = self._integer_weight(linear).abs().sum(dim=1) > 0
+            if alive.all() or not alive.any():
+                continue
+            act_quant = self.act_quants[index]
+            was_training = act_quant.training
+            with torch.no_grad():
+                act_quant.eval()
+                dead_bias = linear.bias[~alive]
+                constant = act_quant(self.activations[index](dead_bias[None])).value[0]
+                following.bias.add_(following.quant_weight().value[:, ~alive] @ constant)
+            act_quant.train(was_training)
+            self.linears[index] = sliced_linear(linear, rows=alive)
+            self.linears[index + 1] = sliced_linear(following, columns=alive)
+
+    def hidden_widths(self) -> list[int]:
+        return [linear.out_features for linear in self.linears[:-1]]
+
+    def __reduce__(self):
+        """Brevitas quantizers are not picklable: rebuild from arguments, widths and state."""
+        init_kwargs = {
+            **self.init_kwargs,
+            # prune() changes the percentage of a built network.
+            "n_prune_neurons_percentage": self.n_prune_neurons_percentage,
+        }
+        return (_rebuild, (init_kwargs, self.hidden_widths(), self.state_dict()))
+
+
+def _rebuild(init_kwargs, hidden_widths, state_dict):
+    module = SparseQuantNeuralNetwork(**init_kwargs)
+    widths = [init_kwargs["input_dim"], *hidden_widths, init_kwargs["n_outputs"]]
+    for index, linear in enumerate(module.linears):
+        n_in, n_out = widths[index], widths[index + 1]
+        if (linear.in_features, linear.out_features) != (n_in, n_out):
+            module.linears[index] = sliced_linear(
+                linear, rows=torch.arange(n_out), columns=torch.arange(n_in)
+            )
+        # a network pickled while it trains (pruning enabled) carries its masks
+        mask = state_dict.get(f"linears.{index}.parametrizations.weight.0.mask")
+        if mask is not None:
+            parametrize.register_parametrization(
+                module.linears[index], "weight", WeightMask(mask.clone())
+            )
+    missing, unexpected = module.load_state_dict(state_dict, strict=False)
+    # Brevitas leaves out the scale of a quantizer that has not seen a batch yet
+    uncalibrated = [key for key in missing if key.endswith("scaling_impl.value")]
+    if unexpected or set(missing) - set(uncalibrated):
+        raise RuntimeError(f"state does not fit the network: {missing=}, {unexpected=}")
+    return module
