@@ -1,11 +1,12 @@
 """What the package's two file formats share: the format version check and the label codec.
 
-The estimator file (``dump`` / ``load``, :mod:`qnn_sklearn.sklearn.persistence`) and the
-deployment archives (``client.zip`` / ``server.zip``, :mod:`qnn_sklearn.deployment.artifacts`)
-both carry a format version and a classifier's labels as JSON. Both read them here, so that a
-label type one of them can carry is carried by the other, and so that both refuse a file of
-another version with the same message, naming the version. This module lives at the top level,
-beside :mod:`qnn_sklearn.safe_zip`, because neither of the two packages may import the other.
+The estimator file (``dump`` in :mod:`qnn_sklearn.sklearn.saving`, ``load`` in
+:mod:`qnn_sklearn.sklearn.persistence`) and the deployment archives (``client.zip`` /
+``server.zip``, :mod:`qnn_sklearn.deployment.artifacts`) both carry a format version and a
+classifier's labels as JSON. Both read them here, so that a label type one of them can carry
+is carried by the other, and so that both refuse a file of another version with the same
+message, naming the version. This module lives at the top level, beside
+:mod:`qnn_sklearn.safe_zip`, because neither of the two packages may import the other.
 """
 
 from __future__ import annotations

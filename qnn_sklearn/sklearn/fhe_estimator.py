@@ -15,6 +15,7 @@ from ..torch import build_brevitas_qat_model
 from ..torch.network import SparseQuantNeuralNetwork
 from .callbacks import pruning_callbacks
 from .module_checks import check_activation_imports, check_module_params
+from .saving import dump
 
 MODULE_DEFAULTS = {"n_layers": 3}
 """Module arguments with a default here; ``input_dim`` and ``n_outputs`` come from the data."""
@@ -228,6 +229,4 @@ class FHEEstimatorMixin:
     def dump(self, file) -> None:
         """Save the fitted estimator without pickle (a path or a binary file object); read it
         back with :func:`qnn_sklearn.load`. The circuit is not saved: compile again after."""
-        from .persistence import dump  # persistence imports this module
-
         dump(self, file)

@@ -1,15 +1,6 @@
-"""Save a fitted estimator as JSON and ``.npy`` arrays in a zip, and load it back: no pickle.
+"""Load an estimator written by ``dump`` (:mod:`.saving`, which describes the layout): no pickle.
 
-Layout of the zip::
-
-    manifest.json    format and package versions, the estimator class, its constructor
-                     parameters, the network's constructor arguments and hidden widths (pruning
-                     changes them) and the fitted attributes
-    module/<i>.npy   one tensor of the network's state_dict each, written with
-                     ``allow_pickle=False``
-
-Classes among the parameters (activation, optimizer, criterion, ...) are stored as import paths
-``"module:qualname"``. A file may come from anyone, so ``load`` trusts nothing it declares:
+A file may come from anyone, so ``load`` trusts nothing it declares:
 
 - an import path is looked up in the allow-list of its parameter (:mod:`.trusted_types`) and
   is never imported; anything else is refused before any import or call, unless the caller
@@ -27,89 +18,31 @@ from __future__ import annotations
 
 import inspect
 import io
-import json
 import zipfile
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from sklearn.preprocessing import LabelEncoder
-from sklearn.utils.validation import check_is_fitted
 
-from .. import __version__, file_format, safe_zip
+from .. import file_format, safe_zip
 from ..torch.network import SparseQuantNeuralNetwork, _rebuild
+from .qnn import NeuralNetClassifier, NeuralNetRegressor
 from .saved_network import checked_widths, network_widths, read_state
+from .saving import FITTED_INTEGERS, FORMAT_NAME, FORMAT_VERSION, MANIFEST
 from .trusted_types import (
     ACTIVATION,
     ESTIMATOR,
     PARAMETER_ROLES,
     builtin_allow_list,
-    import_object,
-    import_path,
     resolve_trusted,
 )
 
-if TYPE_CHECKING:  # the estimators import this module (their dump method)
-    from .qnn import NeuralNetClassifier, NeuralNetRegressor
+Estimator = NeuralNetClassifier | NeuralNetRegressor
 
-    Estimator = NeuralNetClassifier | NeuralNetRegressor
-
-FORMAT_NAME = "qnn_sklearn.estimator"
-FORMAT_VERSION = 1
-"""Raised whenever the layout changes; a file of another version is refused, not guessed at."""
-
-MANIFEST = "manifest.json"
-_FITTED_INTEGERS = ("n_features_in_", "n_outputs_", "target_ndim_")
 
 MAX_NESTING = 16
 """Deepest nesting of lists and dicts in a saved parameter."""
-
-
-def dump(estimator: Estimator, file) -> None:
-    """Write a fitted estimator to ``file`` (a path or a binary file object).
-
-    Every value is checked before the file is opened, so a parameter that cannot be saved
-    leaves no half-written file behind.
-    """
-    check_is_fitted(estimator)
-    network = estimator.module_
-    if not isinstance(network, SparseQuantNeuralNetwork):
-        raise ValueError(
-            f"dump saves estimators whose module is SparseQuantNeuralNetwork; this one has "
-            f"{type(network).__name__}."
-        )
-    state = {name: tensor.detach().cpu().numpy() for name, tensor in network.state_dict().items()}
-    files = {name: f"module/{index}.npy" for index, name in enumerate(state)}
-    # prune() sets the percentage on the network after construction.
-    init_kwargs = {
-        **network.init_kwargs,
-        "n_prune_neurons_percentage": network.n_prune_neurons_percentage,
-    }
-    manifest = {
-        "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
-        "qnn_sklearn_version": __version__,
-        "estimator": _importable_path(type(estimator), "the estimator class"),
-        # Names starting with "_" are skorch's bookkeeping, which the constructor rebuilds.
-        "params": {
-            name: _encode(value, f"parameter {name!r}")
-            for name, value in estimator.get_params(deep=False).items()
-            if not name.startswith("_")
-        },
-        "network": {
-            "init_kwargs": _encode(init_kwargs, "the network's init_kwargs"),
-            "hidden_widths": network.hidden_widths(),
-            "state": files,
-        },
-        "fitted": _fitted_to_json(estimator),
-    }
-    with _open_zip_for_writing(file) as archive:
-        archive.writestr(MANIFEST, json.dumps(manifest, indent=1))
-        for name, array in state.items():
-            buffer = io.BytesIO()
-            np.save(buffer, array, allow_pickle=False)
-            archive.writestr(files[name], buffer.getvalue())
 
 
 def load(file, trusted: Iterable | None = None) -> Estimator:
@@ -193,12 +126,6 @@ def _install_network(estimator: Estimator, network: SparseQuantNeuralNetwork) ->
 # -- the zip and its manifest ------------------------------------------------------------------
 
 
-def _open_zip_for_writing(file) -> zipfile.ZipFile:
-    if isinstance(file, io.TextIOBase):
-        raise TypeError("Open the file in binary mode ('wb' to dump).")
-    return zipfile.ZipFile(file, "w", compression=zipfile.ZIP_DEFLATED)
-
-
 def _read_manifest(archive: zipfile.ZipFile) -> dict:
     if MANIFEST not in archive.namelist():
         raise ValueError(f"This zip has no {MANIFEST}: it was not written by dump.")
@@ -222,27 +149,6 @@ def _object(container: dict, key: str) -> dict:
 
 
 # -- parameters: JSON values and import paths -------------------------------------------------
-
-
-def _encode(value, where: str):
-    """``value`` as JSON: scalars as they are, containers and callables as tagged objects."""
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, np.generic) and value.dtype.kind in "biuf":
-        return value.item()
-    if isinstance(value, (list, tuple)):
-        items = [_encode(item, f"{where}[{index}]") for index, item in enumerate(value)]
-        return {"kind": type(value).__name__, "value": items}
-    if isinstance(value, dict) and all(isinstance(key, str) for key in value):
-        items = {key: _encode(item, f"{where}[{key!r}]") for key, item in value.items()}
-        return {"kind": "dict", "value": items}
-    if inspect.isclass(value) or inspect.isfunction(value):
-        return {"kind": "import", "value": _importable_path(value, where)}
-    raise ValueError(
-        f"Cannot dump {where} = {value!r}: only None, numbers, strings, lists, tuples, dicts "
-        "with string keys and importable classes or functions are saved without pickle. "
-        "set_params it to such a value before dump, and back after load."
-    )
 
 
 def _decode(value, where: str, allowed: Mapping[str, object], depth: int = 0):
@@ -286,38 +192,11 @@ def _resolve(path, allowed: Mapping[str, object], where: str):
     )
 
 
-def _importable_path(obj, where: str) -> str:
-    """``"module:qualname"`` of ``obj``, checked to import back to the very same object."""
-    path = import_path(obj)
-    try:
-        found = import_object(path)
-    except ValueError:
-        found = None
-    if found is not obj:
-        raise ValueError(
-            f"Cannot dump {where} = {obj!r}: importing {path!r} does not give it back "
-            "(defined inside a function, or redefined since). Define it at the top level of "
-            "a module."
-        )
-    return path
-
-
 # -- fitted attributes -------------------------------------------------------------------------
 
 
-def _fitted_to_json(estimator) -> dict:
-    fitted = {
-        name: int(getattr(estimator, name)) for name in _FITTED_INTEGERS if hasattr(estimator, name)
-    }
-    if hasattr(estimator, "feature_names_in_"):
-        fitted["feature_names_in_"] = [str(name) for name in estimator.feature_names_in_]
-    if hasattr(estimator, "label_encoder_"):
-        fitted["classes"] = file_format.labels_to_json(estimator.label_encoder_.classes_)
-    return fitted
-
-
 def _restore_fitted(estimator, fitted: dict) -> None:
-    for name in _FITTED_INTEGERS:
+    for name in FITTED_INTEGERS:
         if name not in fitted and name != "target_ndim_":  # only regressors have that one
             raise ValueError(f"{MANIFEST}: fitted.{name} is missing.")
         if name in fitted:

@@ -22,7 +22,6 @@ parameter: that is the user's statement that calling it is safe.
 from __future__ import annotations
 
 import functools
-import importlib
 import inspect
 from collections.abc import Iterable
 
@@ -34,6 +33,7 @@ from torch.nn.modules import activation, loss
 
 from ..torch.network import SparseQuantNeuralNetwork
 from . import callbacks
+from .import_paths import import_object, import_path
 from .qnn import NeuralNetClassifier, NeuralNetRegressor
 
 ESTIMATOR = "estimator"
@@ -82,11 +82,6 @@ FORMER_MODULE_PATHS = {
     "qnn_sklearn.sklearn.qnn_module:SparseQuantNeuralNetwork": SparseQuantNeuralNetwork
 }
 """Where files written before the network moved to ``qnn_sklearn.torch.network`` name it."""
-
-
-def import_path(obj) -> str:
-    """``"module:qualname"`` of a class or function: how a saved estimator names it."""
-    return f"{obj.__module__}:{obj.__qualname__}"
 
 
 @functools.cache
@@ -138,17 +133,3 @@ def resolve_trusted(trusted: Iterable | None) -> dict[str, object]:
             )
         resolved[import_path(obj)] = obj
     return resolved
-
-
-def import_object(path: str):
-    """Import ``"module:qualname"``: only for paths the user chose (``trusted``, ``dump``)."""
-    module_name, _, qualname = path.partition(":")
-    if not module_name or not qualname:
-        raise ValueError(f"{path!r} is not an import path 'module:qualname'.")
-    try:
-        obj = importlib.import_module(module_name)
-        for attribute in qualname.split("."):
-            obj = getattr(obj, attribute)
-    except (ImportError, AttributeError) as error:
-        raise ValueError(f"{path!r} cannot be imported ({error}).") from None
-    return obj

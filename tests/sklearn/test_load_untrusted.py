@@ -17,7 +17,7 @@ import torch
 
 import qnn_sklearn
 from qnn_sklearn import NeuralNetClassifier, safe_zip
-from qnn_sklearn.sklearn.persistence import MANIFEST
+from qnn_sklearn.sklearn.saving import MANIFEST
 
 TINY = {"module__n_layers": 2, "module__n_hidden_neurons_multiplier": 2, "max_epochs": 2}
 

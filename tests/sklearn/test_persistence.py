@@ -15,7 +15,7 @@ from sklearn.exceptions import NotFittedError
 
 import qnn_sklearn
 from qnn_sklearn import NeuralNetClassifier, NeuralNetRegressor
-from qnn_sklearn.sklearn.persistence import FORMAT_VERSION, MANIFEST
+from qnn_sklearn.sklearn.saving import FORMAT_VERSION, MANIFEST
 
 TINY = {"module__n_layers": 2, "module__n_hidden_neurons_multiplier": 2, "max_epochs": 3}
 

@@ -1,0 +1,129 @@
+"""Write a fitted estimator as JSON and ``.npy`` arrays in a zip: no pickle.
+
+Layout of the zip::
+
+    manifest.json    format and package versions, the estimator class, its constructor
+                     parameters, the network's constructor arguments and hidden widths (pruning
+                     changes them) and the fitted attributes
+    module/<i>.npy   one tensor of the network's state_dict each, written with
+                     ``allow_pickle=False``
+
+Classes among the parameters (activation, optimizer, criterion, ...) are stored as import paths
+``"module:qualname"``. :mod:`.persistence` reads such a file back without trusting it. Writing
+needs nothing of the estimators' own modules, so they can import this one.
+"""
+
+from __future__ import annotations
+
+import inspect
+import io
+import json
+import zipfile
+from typing import Protocol
+
+import numpy as np
+from sklearn.utils.validation import check_is_fitted
+
+from .. import __version__, file_format
+from ..torch.network import SparseQuantNeuralNetwork
+from .import_paths import importable_path
+
+FORMAT_NAME = "qnn_sklearn.estimator"
+FORMAT_VERSION = 1
+"""Raised whenever the layout changes; a file of another version is refused, not guessed at."""
+
+MANIFEST = "manifest.json"
+FITTED_INTEGERS = ("n_features_in_", "n_outputs_", "target_ndim_")
+"""Fitted integer attributes saved in ``manifest["fitted"]``."""
+
+
+class DumpableEstimator(Protocol):
+    """What ``dump`` reads of an estimator: scikit-learn's parameters and skorch's network."""
+
+    module_: SparseQuantNeuralNetwork
+
+    def get_params(self, deep: bool = True) -> dict: ...
+
+
+def dump(estimator: DumpableEstimator, file) -> None:
+    """Write a fitted estimator to ``file`` (a path or a binary file object).
+
+    Every value is checked before the file is opened, so a parameter that cannot be saved
+    leaves no half-written file behind.
+    """
+    check_is_fitted(estimator)
+    network = estimator.module_
+    if not isinstance(network, SparseQuantNeuralNetwork):
+        raise ValueError(
+            f"dump saves estimators whose module is SparseQuantNeuralNetwork; this one has "
+            f"{type(network).__name__}."
+        )
+    state = {name: tensor.detach().cpu().numpy() for name, tensor in network.state_dict().items()}
+    files = {name: f"module/{index}.npy" for index, name in enumerate(state)}
+    # prune() sets the percentage on the network after construction.
+    init_kwargs = {
+        **network.init_kwargs,
+        "n_prune_neurons_percentage": network.n_prune_neurons_percentage,
+    }
+    manifest = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "qnn_sklearn_version": __version__,
+        "estimator": importable_path(type(estimator), "the estimator class"),
+        # Names starting with "_" are skorch's bookkeeping, which the constructor rebuilds.
+        "params": {
+            name: _encode(value, f"parameter {name!r}")
+            for name, value in estimator.get_params(deep=False).items()
+            if not name.startswith("_")
+        },
+        "network": {
+            "init_kwargs": _encode(init_kwargs, "the network's init_kwargs"),
+            "hidden_widths": network.hidden_widths(),
+            "state": files,
+        },
+        "fitted": _fitted_to_json(estimator),
+    }
+    with _open_zip_for_writing(file) as archive:
+        archive.writestr(MANIFEST, json.dumps(manifest, indent=1))
+        for name, array in state.items():
+            buffer = io.BytesIO()
+            np.save(buffer, array, allow_pickle=False)
+            archive.writestr(files[name], buffer.getvalue())
+
+
+def _open_zip_for_writing(file) -> zipfile.ZipFile:
+    if isinstance(file, io.TextIOBase):
+        raise TypeError("Open the file in binary mode ('wb' to dump).")
+    return zipfile.ZipFile(file, "w", compression=zipfile.ZIP_DEFLATED)
+
+
+def _encode(value, where: str):
+    """``value`` as JSON: scalars as they are, containers and callables as tagged objects."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, np.generic) and value.dtype.kind in "biuf":
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        items = [_encode(item, f"{where}[{index}]") for index, item in enumerate(value)]
+        return {"kind": type(value).__name__, "value": items}
+    if isinstance(value, dict) and all(isinstance(key, str) for key in value):
+        items = {key: _encode(item, f"{where}[{key!r}]") for key, item in value.items()}
+        return {"kind": "dict", "value": items}
+    if inspect.isclass(value) or inspect.isfunction(value):
+        return {"kind": "import", "value": importable_path(value, where)}
+    raise ValueError(
+        f"Cannot dump {where} = {value!r}: only None, numbers, strings, lists, tuples, dicts "
+        "with string keys and importable classes or functions are saved without pickle. "
+        "set_params it to such a value before dump, and back after load."
+    )
+
+
+def _fitted_to_json(estimator) -> dict:
+    fitted = {
+        name: int(getattr(estimator, name)) for name in FITTED_INTEGERS if hasattr(estimator, name)
+    }
+    if hasattr(estimator, "feature_names_in_"):
+        fitted["feature_names_in_"] = [str(name) for name in estimator.feature_names_in_]
+    if hasattr(estimator, "label_encoder_"):
+        fitted["classes"] = file_format.labels_to_json(estimator.label_encoder_.classes_)
+    return fitted
