@@ -30,20 +30,13 @@ def main() -> None:
     X, y = load_breast_cancer(return_X_y=True)
     X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.25, random_state=0)
 
-    # float64 features are fine: the estimator casts them to float32 itself.
-    pipeline = make_pipeline(
-        StandardScaler(),
-        NeuralNetClassifier(
-            module__n_layers=3,
-            module__n_a_bits=3,
-            module__n_accum_bits=8,
-            max_epochs=args.epochs,
-            lr=1e-3,
-            batch_size=64,
-            random_state=0,
-            rounding_threshold_bits=6,
-        ),
+    # float64 features are fine: the estimator casts them to float32 itself. The settings not
+    # named keep their defaults: 3-bit activations, 8-bit accumulators, Adam at lr 1e-3 on
+    # batches of 64.
+    classifier = NeuralNetClassifier(
+        module__n_layers=3, max_epochs=args.epochs, random_state=0, rounding_threshold_bits=6
     )
+    pipeline = make_pipeline(StandardScaler(), classifier)
     grid = {
         "neuralnetclassifier__module__n_w_bits": [2, 3, 4],
         "neuralnetclassifier__module__n_hidden_neurons_multiplier": [1, 4],

@@ -31,6 +31,7 @@ class ModelCase:
 
 
 def _make_inputset(n_rows: int, n_features: int = N_FEATURES, seed: int = 0) -> np.ndarray:
+    """``make_inputset(n_rows, n_features=4, seed=0)``: standard normal float32 rows."""
     return np.random.default_rng(seed).normal(size=(n_rows, n_features)).astype(np.float32)
 
 
@@ -56,59 +57,108 @@ def _stress_inputs(inputset: np.ndarray, n_rows: int = 10_000, seed: int = 1) ->
 
 
 def _mlp(*layers: torch.nn.Module) -> torch.nn.Sequential:
+    """``mlp(*layers)``: a torch Sequential in eval mode."""
     return torch.nn.Sequential(*layers).eval()
 
 
-@pytest.fixture(scope="session")
-def make_inputset():
-    """``make_inputset(n_rows, n_features=4, seed=0)``: standard normal float32 rows."""
-    return _make_inputset
+class TwoLayerNet(torch.nn.Module):
+    """``after(fc2(middle(fc1(before(x)))))`` with Linear(4, 8) and Linear(8, 3): the torch
+    code of ``before``, ``middle`` and ``after`` exports the ops a test is about."""
+
+    def __init__(self, middle=torch.relu, before=None, after=None):
+        super().__init__()
+        self.fc1 = torch.nn.Linear(N_FEATURES, 8)
+        self.fc2 = torch.nn.Linear(8, N_CLASSES)
+        self.middle = middle
+        self.before = before or (lambda x: x)
+        self.after = after or (lambda y: y)
+
+    def forward(self, x):
+        return self.after(self.fc2(self.middle(self.fc1(self.before(x)))))
 
 
-@pytest.fixture(scope="session")
-def stress_inputs():
-    """``stress_inputs(inputset, n_rows=10_000, seed=1)``: see :func:`_stress_inputs`."""
-    return _stress_inputs
+class MatMulNet(torch.nn.Module):
+    """Bias-free layers written as ``x @ w`` export as MatMul."""
+
+    def __init__(self, activation=torch.relu):
+        super().__init__()
+        self.w1 = torch.nn.Parameter(torch.randn(N_FEATURES, 8) / 2)
+        self.w2 = torch.nn.Parameter(torch.randn(8, N_CLASSES) / 3)
+        self.activation = activation
+
+    def forward(self, x):
+        return self.activation(x @ self.w1) @ self.w2
 
 
-@pytest.fixture(scope="session")
-def mlp():
-    """``mlp(*layers)``: a torch Sequential in eval mode."""
-    return _mlp
+def _op_net(name: str, activation=torch.relu) -> torch.nn.Module:
+    """A fresh net (eval mode) whose ONNX export holds the ops ``name`` stands for.
+
+    - arithmetic: constant Sub/Div before the first layer (client-side preprocessing),
+      Mul/Sub between the layers (fused into the lookup), Add after the last (client-side
+      dequantization);
+    - matmul: ``x @ w`` layers (MatMul);
+    - flatten / reshape: a (2, 2) input flattened (Flatten) or reshaped (``x.reshape``: an ONNX
+      Reshape, with an ``allowzero`` attribute from opset 14) before the first layer;
+    - upper-clamp: ``clamp(max=...)`` between the layers, a Clip whose ``min`` input is absent
+      (an empty name).
+    """
+    if name == "arithmetic":
+        model = TwoLayerNet(
+            middle=lambda h: 3.0 * activation(h) - 1.0,
+            before=lambda x: (x - 0.5) / 2.0,
+            after=lambda y: y + 0.25,
+        )
+    elif name == "matmul":
+        model = MatMulNet(activation)
+    elif name == "flatten":
+        model = TwoLayerNet(activation, before=lambda x: torch.flatten(x, 1))
+    elif name == "reshape":
+        model = TwoLayerNet(activation, before=lambda x: x.reshape(-1, N_FEATURES))
+    elif name == "upper-clamp":
+        model = TwoLayerNet(lambda h: torch.clamp(h, max=0.3))
+    else:
+        raise KeyError(name)
+    return model.eval()
+
+
+def _function_fixture(function):
+    """A session fixture, named like ``function`` without its leading underscore, that hands
+    the function itself to the tests (its docstring says how to call it)."""
+    return pytest.fixture(scope="session", name=function.__name__.lstrip("_"))(lambda: function)
+
+
+make_inputset = _function_fixture(_make_inputset)
+stress_inputs = _function_fixture(_stress_inputs)
+mlp = _function_fixture(_mlp)
+op_net = _function_fixture(_op_net)
+
+
+def _compiled_ptq(seed: int, widths: list[int], activations: list, inputset_seed: int):
+    """Linear layers of the given widths with an activation between each two, 3-bit PTQ of
+    300 calibration rows, compiled."""
+    torch.manual_seed(seed)
+    layers = [torch.nn.Linear(widths[0], widths[1])]
+    for activation, n_in, n_out in zip(activations, widths[1:-1], widths[2:], strict=True):
+        layers += [activation, torch.nn.Linear(n_in, n_out)]
+    model = _mlp(*layers)
+    inputset = _make_inputset(300, seed=inputset_seed)
+    module = build_torch_model(model, inputset, n_bits=3)
+    module.compile(inputset)
+    return ModelCase(model, inputset, module)
 
 
 @pytest.fixture(scope="session")
 def ptq_relu_mlp() -> ModelCase:
     """Linear(4,16)-ReLU-Linear(16,16)-ReLU-Linear(16,3), 3-bit PTQ, compiled."""
-    torch.manual_seed(0)
-    model = _mlp(
-        torch.nn.Linear(N_FEATURES, 16),
-        torch.nn.ReLU(),
-        torch.nn.Linear(16, 16),
-        torch.nn.ReLU(),
-        torch.nn.Linear(16, N_CLASSES),
-    )
-    inputset = _make_inputset(300)
-    module = build_torch_model(model, inputset, n_bits=3)
-    module.compile(inputset)
-    return ModelCase(model, inputset, module)
+    activations = [torch.nn.ReLU(), torch.nn.ReLU()]
+    return _compiled_ptq(0, [N_FEATURES, 16, 16, N_CLASSES], activations, inputset_seed=0)
 
 
 @pytest.fixture(scope="session")
 def ptq_sigmoid_tanh_mlp() -> ModelCase:
     """Linear(4,12)-Sigmoid-Linear(12,8)-Tanh-Linear(8,3), 3-bit PTQ, compiled."""
-    torch.manual_seed(1)
-    model = _mlp(
-        torch.nn.Linear(N_FEATURES, 12),
-        torch.nn.Sigmoid(),
-        torch.nn.Linear(12, 8),
-        torch.nn.Tanh(),
-        torch.nn.Linear(8, N_CLASSES),
-    )
-    inputset = _make_inputset(300, seed=2)
-    module = build_torch_model(model, inputset, n_bits=3)
-    module.compile(inputset)
-    return ModelCase(model, inputset, module)
+    activations = [torch.nn.Sigmoid(), torch.nn.Tanh()]
+    return _compiled_ptq(1, [N_FEATURES, 12, 8, N_CLASSES], activations, inputset_seed=2)
 
 
 class BrevitasMLP(torch.nn.Module):

@@ -1,4 +1,9 @@
-"""Property tests of QuantizationOptions, UniformQuantizer and QuantizedArray (DESIGN §4)."""
+"""Property tests of QuantizationOptions, UniformQuantizer and QuantizedArray.
+
+An n-bit grid holds the integers qmin..qmax: 0..2^n − 1 unsigned, −2^(n−1)..2^(n−1) − 1 signed,
+one value fewer when narrow (the lowest when signed, the highest when unsigned).
+``quantization/grid.py`` computes it for every caller (ARCHITECTURE.md, "One place for each
+fact")."""
 
 from __future__ import annotations
 
@@ -28,6 +33,13 @@ def grid_options(draw, symmetric=None):
     min_bits = 2 if is_narrow or (is_signed and is_symmetric) else 1
     n_bits = draw(st.integers(min_bits, 12))
     return QuantizationOptions(n_bits, is_signed, is_symmetric, is_narrow)
+
+
+def _array(options: QuantizationOptions, values: np.ndarray, **kwargs) -> QuantizedArray:
+    """A QuantizedArray on the grid of ``options``: its bits, sign and narrowness."""
+    return QuantizedArray(
+        options.n_bits, values, is_signed=options.is_signed, is_narrow=options.is_narrow, **kwargs
+    )
 
 
 def _calibration_range(values: np.ndarray) -> tuple[float, float]:
@@ -146,13 +158,7 @@ def test_quant_is_monotone_and_idempotent_on_the_grid(options, values):
 def test_symmetric_means_zero_point_zero(options, values):
     quantizer = UniformQuantizer.from_values(options, values)
     assert quantizer.zero_point == 0
-    array = QuantizedArray(
-        options.n_bits,
-        values,
-        is_signed=options.is_signed,
-        is_symmetric=True,
-        is_narrow=options.is_narrow,
-    )
+    array = _array(options, values, is_symmetric=True)
     assert array.zero_point == 0
     if options.is_signed:
         # the largest magnitude lands on +-qmax, no integer is wasted on one side
@@ -214,15 +220,7 @@ def wrapped_integers(draw):
 @SETTINGS
 def test_wrapping_integers_gives_their_floats_back(case):
     options, qvalues, scale, zero_point = case
-    array = QuantizedArray(
-        options.n_bits,
-        qvalues,
-        value_is_float=False,
-        is_signed=options.is_signed,
-        is_narrow=options.is_narrow,
-        scale=scale,
-        zero_point=zero_point,
-    )
+    array = _array(options, qvalues, value_is_float=False, scale=scale, zero_point=zero_point)
     assert array.scale == scale and array.zero_point == zero_point
     assert np.array_equal(array.quant(), qvalues)
     expected = scale * (qvalues.astype(np.float64) - zero_point)
@@ -241,15 +239,7 @@ def test_wrapping_integers_outside_the_grid_fails(case, offset):
     bad = qvalues.copy()
     bad.flat[0] = options.qmax + offset
     with pytest.raises(ValueError, match="outside the .*grid"):
-        QuantizedArray(
-            options.n_bits,
-            bad,
-            value_is_float=False,
-            is_signed=options.is_signed,
-            is_narrow=options.is_narrow,
-            scale=scale,
-            zero_point=zero_point,
-        )
+        _array(options, bad, value_is_float=False, scale=scale, zero_point=zero_point)
 
 
 def test_wrapping_integers_needs_a_scale():
@@ -260,13 +250,7 @@ def test_wrapping_integers_needs_a_scale():
 @given(options=grid_options(), values=float_arrays, new_values=float_arrays)
 @SETTINGS
 def test_update_values_keeps_the_quantizer(options, values, new_values):
-    array = QuantizedArray(
-        options.n_bits,
-        values,
-        is_signed=options.is_signed,
-        is_symmetric=options.is_symmetric,
-        is_narrow=options.is_narrow,
-    )
+    array = _array(options, values, is_symmetric=options.is_symmetric)
     quantizer, scale, zero_point = array.quantizer, array.scale, array.zero_point
     expected_q = quantizer.quant(new_values)
     returned = array.update_values(new_values)
@@ -285,13 +269,7 @@ def test_update_values_keeps_the_quantizer(options, values, new_values):
 @given(options=grid_options(), values=float_arrays)
 @SETTINGS
 def test_quantized_array_matches_its_calibrated_quantizer(options, values):
-    array = QuantizedArray(
-        options.n_bits,
-        values,
-        is_signed=options.is_signed,
-        is_symmetric=options.is_symmetric,
-        is_narrow=options.is_narrow,
-    )
+    array = _array(options, values, is_symmetric=options.is_symmetric)
     reference = UniformQuantizer.from_values(options, values)
     assert array.n_bits == options.n_bits
     assert (array.scale, array.zero_point) == (reference.scale, reference.zero_point)

@@ -11,6 +11,17 @@ from sklearn.preprocessing import StandardScaler
 from qnn_sklearn import NeuralNetClassifier
 
 
+def _fit_classifier(X, y, **params) -> NeuralNetClassifier:
+    """A NeuralNetClassifier fitted with Adam at lr 0.02 and random_state 0, ``params`` on top."""
+    return NeuralNetClassifier(**{"lr": 0.02, "random_state": 0, **params}).fit(X, y)
+
+
+@pytest.fixture(scope="session")
+def fit_classifier():
+    """``fit_classifier(X, y, **params)``: see :func:`_fit_classifier`."""
+    return _fit_classifier
+
+
 @pytest.fixture(scope="session")
 def iris_split():
     X, y = load_iris(return_X_y=True)
@@ -24,12 +35,8 @@ def iris_split():
 def iris_classifier(iris_split, insecure_fhe_configuration):
     """A fitted and compiled 3/3/8-bit classifier with string labels (insecure key cache)."""
     X_train, _, y_train, _ = iris_split
-    model = NeuralNetClassifier(
-        module__n_layers=2,
-        module__n_hidden_neurons_multiplier=4,
-        max_epochs=60,
-        lr=0.02,
-        random_state=0,
-    ).fit(X_train, y_train)
+    model = _fit_classifier(
+        X_train, y_train, module__n_layers=2, module__n_hidden_neurons_multiplier=4, max_epochs=60
+    )
     model.compile(X_train, configuration=insecure_fhe_configuration)
     return model

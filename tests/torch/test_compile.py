@@ -267,21 +267,11 @@ def test_invalid_inputsets_are_named(inputset, match, entry, small_mlp):
         entry(small_mlp, inputset)
 
 
-class ReshapeNet(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc1 = torch.nn.Linear(4, 8)
-        self.fc2 = torch.nn.Linear(8, 3)
-
-    def forward(self, x):
-        return self.fc2(torch.relu(self.fc1(x.reshape(-1, 4))))
-
-
-def test_ptq_of_a_model_that_reshapes_its_input():
+def test_ptq_of_a_model_that_reshapes_its_input(op_net):
     """``x.reshape`` before the first layer is client-side preprocessing (QuantizedReshape
     supports it), so PTQ must work: calibration evaluates the graph, Reshape included."""
     torch.manual_seed(36)
-    model = ReshapeNet().eval()
+    model = op_net("reshape")
     inputset = np.random.default_rng(37).normal(size=(200, 2, 2)).astype(np.float32)
     module = build_torch_model(model, inputset, n_bits=6)
     assert module.input_shape == (2, 2)

@@ -74,18 +74,9 @@ def test_max_active_neurons_is_the_worst_case(
     hidden_max = max(abs(v) for v in _grid(n_a_bits, False, narrow))  # after ReLU: unsigned
     too_few_bits = min(n_w_bits, n_a_bits, input_bits) < 2
     no_room = max_w * max(input_max, hidden_max) > 2 ** (n_accum_bits - 1) - 1
-    make = functools.partial(
-        SparseQuantNeuralNetwork,
-        4,
-        3,
-        2,
-        n_w_bits=n_w_bits,
-        n_a_bits=n_a_bits,
-        n_accum_bits=n_accum_bits,
-        quant_narrow=narrow,
-        quant_signed=signed,
-        n_input_bits=n_input_bits,
-    )
+    bits = {"n_w_bits": n_w_bits, "n_a_bits": n_a_bits, "n_accum_bits": n_accum_bits}
+    grid = {"quant_narrow": narrow, "quant_signed": signed, "n_input_bits": n_input_bits}
+    make = functools.partial(SparseQuantNeuralNetwork, 4, 3, 2, **bits, **grid)
     if too_few_bits or no_room:
         with pytest.raises(ValueError, match=">= 2" if too_few_bits else "n_accum_bits"):
             make()

@@ -1,4 +1,5 @@
-"""Certified accumulator bounds (DESIGN §4) on hand-built QONNX graphs with random integer weights.
+"""The builder's certified accumulator bounds (``quantization/bounds.py``, see ARCHITECTURE.md) on
+hand-built QONNX graphs with random integer weights.
 
 The graphs are what a Brevitas export contains: ``Quant`` on the input, ``Quant`` on integer
 weights, ``Gemm``, an activation, an activation ``Quant``, a second ``Gemm``. Every expected

@@ -252,59 +252,52 @@ def _assert_every_path_agrees(model, X_train, X_test, configuration):
     )
 
 
-def test_trained_rounding_is_what_fhe_computes(iris_split, insecure_fhe_configuration):
+def test_trained_rounding_is_what_fhe_computes(
+    iris_split, fit_classifier, insecure_fhe_configuration
+):
     """With rounding_threshold_bits the network trains with the rounding: its Brevitas forward,
     the integer model, simulation (on extreme inputs too) and FHE give the same answers, and
     every lookup is at most that wide."""
     X_train, X_test, y_train, _ = iris_split
-    model = NeuralNetClassifier(
+    model = fit_classifier(
+        X_train,
+        y_train,
         module__n_layers=2,
         module__n_hidden_neurons_multiplier=2,
         rounding_threshold_bits=3,
         max_epochs=40,
-        lr=0.02,
-        random_state=0,
-    ).fit(X_train, y_train)
+    )
     assert model.module_.rounding_threshold_bits == 3
     layers = model.fhe_report()["layers"]
     assert layers[0]["lsbs_to_remove"] > 0 and layers[0]["pbs_precision"] <= 3
     _assert_every_path_agrees(model, X_train, X_test, insecure_fhe_configuration)
 
 
-def test_linear_network_runs_in_fhe_without_bootstrapping(iris_split, insecure_fhe_configuration):
+def test_linear_network_runs_in_fhe_without_bootstrapping(
+    iris_split, fit_classifier, insecure_fhe_configuration
+):
     """n_layers=1 is a quantized linear model (the benchmark's choice on its sklearn tasks): no
     hidden layer, so no lookup; FHE still equals the integer model, whose certified
     accumulator covers any input."""
     X_train, X_test, y_train, _ = iris_split
-    model = NeuralNetClassifier(
-        module__n_layers=1,
-        module__n_w_bits=4,
-        module__n_a_bits=4,
-        module__n_accum_bits=14,
-        max_epochs=40,
-        lr=0.02,
-        random_state=0,
-    ).fit(X_train, y_train)
+    bits = {"module__n_w_bits": 4, "module__n_a_bits": 4, "module__n_accum_bits": 14}
+    model = fit_classifier(X_train, y_train, module__n_layers=1, max_epochs=40, **bits)
     assert model.fhe_report()["pbs_count"] == 0
     _assert_every_path_agrees(model, X_train, X_test, insecure_fhe_configuration)
     assert model.fhe_report()["circuit_pbs_count"] == 0
 
 
-def test_two_feature_network_runs_as_one_table_per_class(insecure_fhe_configuration):
+def test_two_feature_network_runs_as_one_table_per_class(
+    fit_classifier, insecure_fhe_configuration
+):
     """Two features on a 2-bit input grid make 16 possible rows: the circuit reads each class
     score from one table on the packed row (two bootstraps in all, at 4 bits) instead of
     running the hidden layers, and every path still agrees with the integer model."""
     rng = np.random.default_rng(0)
     X = rng.uniform(0, 1, size=(600, 2))
     y = (np.rint(X[:, 0]) != np.rint(X[:, 1])).astype(int)  # XOR of the two halves
-    model = NeuralNetClassifier(
-        module__n_layers=3,
-        module__n_a_bits=2,
-        module__quant_signed=False,
-        max_epochs=30,
-        lr=0.02,
-        random_state=0,
-    ).fit(X[:500], y[:500])
+    grid = {"module__n_a_bits": 2, "module__quant_signed": False}
+    model = fit_classifier(X[:500], y[:500], module__n_layers=3, max_epochs=30, **grid)
     report = model.fhe_report()
     assert report["program"] == "tabulated"
     assert report["lookups"] == [{"count": 2, "precision": 4, "lsbs_to_remove": 0}]
