@@ -1,6 +1,6 @@
 """The seed's experiment: why quantization-aware training with pruning is needed for FHE.
 
-On Concrete ML's checkerboard (DESIGN.md §5) we train, for several hidden widths:
+On Concrete ML's checkerboard (see ``checkerboard()`` below) we train, for several hidden widths:
 
 * an fp32 torch MLP (2 → h → h → 2, ReLU);
 * its 3-bit post-training quantization (``build_torch_model`` on the fp32 net);
@@ -37,8 +37,8 @@ OUTPUT = Path(__file__).resolve().parent / "output"
 
 
 def checkerboard():
-    """DESIGN.md §5: a 100×100 grid in [0, 1]², label = parity(rint(3x)) XOR parity(rint(3y)),
-    N(0, 0.01²) noise on the points; 9500 train / 500 test points."""
+    """Concrete ML's checkerboard: a 100×100 grid in [0, 1]², label = parity(rint(3x)) XOR
+    parity(rint(3y)), N(0, 0.01²) noise on the points; 9500 train / 500 test points."""
     axis = np.linspace(0, 1, 100)
     xx, yy = np.meshgrid(axis, axis)
     points = np.c_[xx.ravel(), yy.ravel()]
