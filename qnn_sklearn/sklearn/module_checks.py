@@ -71,6 +71,13 @@ def import_failure(network_kwargs: dict) -> str | None:
 
 
 @functools.cache
+def _cached_import_failure(network_items: tuple) -> str | None:
+    """:func:`import_failure` once per distinct network setting: a grid search fits the same
+    settings on every fold, and the probe is an ONNX export and import each time."""
+    return import_failure(dict(network_items))
+
+
+@functools.cache
 def compilable_torch_activations() -> tuple[str, ...]:
     """Names of the torch.nn activations (those built without arguments) that the integer
     model imports, found by :func:`import_failure` on each."""
@@ -96,7 +103,7 @@ def check_activation_imports(network: SparseQuantNeuralNetwork) -> None:
     kwargs = network.init_kwargs
     if kwargs["n_layers"] < 2:
         return  # no hidden layer: the activation is never used
-    failure = import_failure({**kwargs, "n_layers": 2})
+    failure = _cached_import_failure(tuple(sorted({**kwargs, "n_layers": 2}.items())))
     if failure is None:
         return
     activation = kwargs["activation_function"]
