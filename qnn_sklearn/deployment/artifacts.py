@@ -37,8 +37,8 @@ FORMAT = 1
 _UNSAFE_SERVER_FILES = ("configuration.json", "circuit.mlir")
 # Files concrete's Server.load reads after extracting the archive: checked before, so that a
 # load that would fail does not leave an extraction directory behind.
-_REQUIRED_SERVER_FILES = ("is_simulated", "client.specs.json", "sharedlib.so")
 CLIENT_SPECS_JSON = "client.specs.json"
+_REQUIRED_SERVER_FILES = ("is_simulated", CLIENT_SPECS_JSON, "sharedlib.so")
 MAX_INPUT_AXES = 8
 """Most axes of the input shape a ``client.zip`` may declare."""
 

@@ -180,14 +180,6 @@ class FHEBatchRunner:
             self._keys[key_id] = path
         return key_id
 
-    @property
-    def n_keys(self) -> int:
-        return len(self._keys)
-
-    def has_keys(self, key_id: str) -> bool:
-        with self._lock:
-            return key_id in self._keys
-
     def remove_keys(self, key_id: str) -> None:
         """Forget a key id and delete its file; ``KeyError`` if unknown."""
         with self._lock:

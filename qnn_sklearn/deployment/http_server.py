@@ -26,7 +26,6 @@ other processes.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 import logging
 import os
@@ -47,12 +46,16 @@ from . import framing
 from .artifacts import CLIENT_ZIP, current_versions
 from .executor import FHEBatchRunner, WorkerCrashedError
 from .framing import FramingError
+from .http_client import CLIENT_TOKEN_HEADER, KEY_ID_HEADER, OCTET_STREAM
 from .key_check import KeyCheckError, check_key_upload
-from .key_owners import CLIENT_TOKEN_PATTERN, KEY_ID_PATTERN, KeyOwners, StoreFullError
+from .key_owners import (
+    CLIENT_TOKEN_PATTERN,
+    KEY_ID_PATTERN,
+    KeyOwners,
+    StoreFullError,
+    token_digest,
+)
 
-OCTET_STREAM = "application/octet-stream"
-CLIENT_TOKEN_HEADER = "X-Client-Token"
-KEY_ID_HEADER = "X-Key-Id"
 DEFAULT_MAX_KEY_BYTES = 1 << 30
 DEFAULT_MAX_INPUT_BYTES = 64 << 20
 _WRITE_BYTES = 1 << 20
@@ -162,7 +165,7 @@ def create_app(
     # Predictions in flight: each holds its body and a thread waiting for the workers.
     predictions = asyncio.Semaphore(4 * runner.n_workers)
     prediction_threads = anyio.CapacityLimiter(4 * runner.n_workers)
-    api_digest = None if api_token is None else hashlib.sha256(api_token.encode()).digest()
+    api_digest = None if api_token is None else token_digest(api_token)
 
     @asynccontextmanager
     async def lifespan(app):
@@ -177,7 +180,7 @@ def create_app(
             return
         given = request.headers.get("authorization", "")
         scheme, _, token = given.partition(" ")
-        digest = hashlib.sha256(token.strip().encode(errors="replace")).digest()
+        digest = token_digest(token.strip())
         if scheme.lower() != "bearer" or not hmac.compare_digest(digest, api_digest):
             raise _unauthorized("This service needs Authorization: Bearer <its API token>.")
 

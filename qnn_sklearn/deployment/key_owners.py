@@ -31,11 +31,12 @@ class StoreFullError(RuntimeError):
 
 
 def token_digest(token: str) -> bytes:
-    """SHA-256 of a token: the only form in which the service keeps it.
+    """SHA-256 of a token (a client token or the API token): the only form the service keeps.
 
-    A fast hash is enough: tokens are random strings of at least 192 bits, not passwords.
+    A fast hash is enough: tokens are long random strings, not passwords. A header may carry
+    any characters, so the encoding never fails; a wrong token just gets another digest.
     """
-    return hashlib.sha256(token.encode("ascii")).digest()
+    return hashlib.sha256(token.encode("utf-8", errors="replace")).digest()
 
 
 @dataclass
