@@ -44,13 +44,18 @@ class PruningMasks(Callback):
 
     def on_train_begin(self, net, X=None, y=None, **kwargs):
         self.first_epoch_ = len(net.history)
+        self.last_refresh_ = False
         net.module_.enable_pruning()
         net.initialize_optimizer()
 
     def on_epoch_end(self, net, **kwargs):
         epochs_done = _epochs_done(net, self.first_epoch_)
-        if _is_refresh_epoch(epochs_done, net, self.refresh_fraction):
+        refreshed = _is_refresh_epoch(epochs_done, net, self.refresh_fraction)
+        if refreshed:
             net.module_.refresh_pruning()
+        self.last_refresh_ = refreshed and not _is_refresh_epoch(
+            epochs_done + 1, net, self.refresh_fraction
+        )
 
 
 class AccumulatorBudget(Callback):
@@ -67,26 +72,18 @@ class BestTrainingState(Callback):
 
     After each epoch, the loss on the training set (in evaluation mode) is measured, and the
     state with the lowest one is kept. The fixed-mask epochs start from the best state of the
-    refresh epochs (restored after the last refresh, ``refresh_fraction`` as in
-    :class:`PruningMasks`), and training ends with the best state of all. A network of 3-bit
-    integers changes its function in jumps: on the checkerboard, consecutive epochs' test
-    accuracy went 0.944, 0.83, 0.944 at a steady training loss, and a last refresh at a bad
-    moment left fixed masks that never got past 0.81 (issue 3). The last epoch is a draw from
-    that noise. (skorch's Checkpoint and LoadInitState write files and score a validation
-    split, which these estimators do not hold out.)
+    refresh epochs (restored after the last refresh of :class:`PruningMasks`), and training ends
+    with the best state of all. A network of 3-bit integers changes its function in jumps: on
+    the checkerboard, consecutive epochs' test accuracy went 0.944, 0.83, 0.944 at a steady
+    training loss, and a last refresh at a bad moment left fixed masks that never got past 0.81
+    (issue 3). The last epoch is a draw from that noise. (skorch's Checkpoint and LoadInitState
+    write files and score a validation split, which these estimators do not hold out.)
 
-    Parameters
-    ----------
-    refresh_fraction : float
-        Share of each fit's epochs that refresh the masks; the best state is restored after
-        the last of them.
+    The schedule is :class:`PruningMasks`'s alone: it says when an epoch was its last refresh
+    (``last_refresh_``), so the two cannot disagree.
     """
 
-    def __init__(self, refresh_fraction: float = REFRESH_FRACTION):
-        self.refresh_fraction = refresh_fraction
-
     def on_train_begin(self, net, X=None, y=None, **kwargs):
-        self.first_epoch_ = len(net.history)
         self.best_loss_ = float("inf")
         self.best_state_ = None
 
@@ -97,10 +94,10 @@ class BestTrainingState(Callback):
             self.best_state_ = {
                 key: value.detach().clone() for key, value in net.module_.state_dict().items()
             }
-        epochs_done = _epochs_done(net, self.first_epoch_)
-        refreshed = _is_refresh_epoch(epochs_done, net, self.refresh_fraction)
-        last_refresh = refreshed and not _is_refresh_epoch(
-            epochs_done + 1, net, self.refresh_fraction
+        last_refresh = any(
+            callback.last_refresh_
+            for _, callback in net.callbacks_
+            if isinstance(callback, PruningMasks)
         )
         if last_refresh and self.best_state_ is not None:
             # the fixed-mask epochs train the best masks seen, not the last ones

@@ -81,3 +81,36 @@ def test_hands_back_the_lowest_training_loss_within_budget(iris_split):
     assert np.isclose(losses[last_refresh - 1], min(losses[:last_refresh]), rtol=1e-6)
     # the permanent network (dead neurons dropped) computes what the best state computed
     assert np.isclose(_training_loss(model, X_train, y_train), min(losses), rtol=1e-5)
+
+
+def test_best_state_is_restored_after_the_masks_last_refresh_whatever_its_fraction(iris_split):
+    """The restore between the refresh and fixed-mask phases follows PruningMasks' own setting."""
+    X_train, _, y_train, _ = iris_split
+    refreshed_at, restored_at = [], []
+
+    class _RecordRefreshesAndRestores(Callback):
+        def on_train_begin(self, net, **kwargs):
+            module = net.module_
+            refresh, load = module.refresh_pruning, module.load_state_dict
+
+            def recording_refresh():
+                refreshed_at.append(len(net.history))
+                return refresh()
+
+            def recording_load(*args, **load_kwargs):
+                restored_at.append(len(net.history))
+                return load(*args, **load_kwargs)
+
+            module.refresh_pruning, module.load_state_dict = recording_refresh, recording_load
+
+    NeuralNetClassifier(
+        module__n_layers=2,
+        max_epochs=10,
+        random_state=0,
+        callbacks=[("record", _RecordRefreshesAndRestores())],
+        callbacks__pruning_masks__refresh_fraction=0.3,
+    ).fit(X_train.astype(np.float32), y_train)
+    # refreshes stop before the default fraction's (half the epochs) would
+    assert refreshed_at and max(refreshed_at) < 5
+    # the best state comes back right after the last refresh, and again when training ends
+    assert restored_at == [max(refreshed_at), 10]
