@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .. import safe_zip
-from ..torch.network import SparseQuantNeuralNetwork
+from ..torch.network import SparseQuantNeuralNetwork, layer_widths
 
 MAX_LAYERS = 64
 """Most linear layers a loaded network may declare."""
@@ -59,7 +59,7 @@ def network_widths(kwargs: Mapping, where: str) -> list[int]:
             f"{where}: input_dim * n_hidden_neurons_multiplier = {hidden} hidden neurons, over "
             f"the limit of {safe_zip.MAX_DECLARED_WIDTH} (qnn_sklearn.safe_zip.MAX_DECLARED_WIDTH)."
         )
-    widths = [input_dim, *[hidden] * (n_layers - 1), n_outputs]
+    widths = layer_widths(input_dim, n_layers, n_outputs, multiplier)
     n_weights = sum(a * b for a, b in zip(widths[:-1], widths[1:]))
     if n_weights > MAX_NETWORK_WEIGHTS:
         raise ValueError(

@@ -153,8 +153,7 @@ class SparseQuantNeuralNetwork(nn.Module):
         self.n_input_bits = n_a_bits if n_input_bits is None else n_input_bits
         self.n_prune_neurons_percentage = n_prune_neurons_percentage
         self.quant_narrow = quant_narrow
-        hidden = input_dim * n_hidden_neurons_multiplier
-        widths = [input_dim] + [hidden] * (n_layers - 1) + [n_outputs]
+        widths = layer_widths(input_dim, n_layers, n_outputs, n_hidden_neurons_multiplier)
 
         self.input_quant = calibrated_input_quantizer(self.n_input_bits, quant_signed)
         self.linears = nn.ModuleList(
@@ -373,6 +372,12 @@ class SparseQuantNeuralNetwork(nn.Module):
             "n_prune_neurons_percentage": self.n_prune_neurons_percentage,
         }
         return (_rebuild, (init_kwargs, self.hidden_widths(), self.state_dict()))
+
+
+def layer_widths(input_dim: int, n_layers: int, n_outputs: int, multiplier: int) -> list[int]:
+    """[inputs, hidden..., outputs] of a network before pruning: every hidden layer has
+    ``input_dim * multiplier`` neurons."""
+    return [input_dim, *[input_dim * multiplier] * (n_layers - 1), n_outputs]
 
 
 def _rebuild(init_kwargs, hidden_widths, state_dict):
