@@ -121,7 +121,7 @@ class FHEBatchRunner:
         self.threads_per_worker = threads_per_worker or max(1, cores // self.n_workers)
         self._key_dir = self.work_dir / "keys"
         self._key_dir.mkdir()
-        self._keys: dict[str, Path] = {}
+        self._key_ids: set[str] = set()  # each key's file is _key_dir / f"{key_id}.evk"
         self._lock = threading.Lock()
         self._alone = threading.Semaphore(self.n_workers)
         self._janitor = worker_context().Process(
@@ -171,26 +171,34 @@ class FHEBatchRunner:
 
     def new_key_path(self) -> Path:
         """A fresh file name in the runner's key directory, for :meth:`adopt_keys`."""
-        return self._key_dir / f"{uuid.uuid4().hex}.evk"
+        return self._key_file(uuid.uuid4().hex)
+
+    def _key_file(self, key_id: str) -> Path:
+        return self._key_dir / f"{key_id}.evk"
 
     def adopt_keys(self, path: Path) -> str:
-        """Register a key file written at :meth:`new_key_path`; returns its key id."""
-        key_id = path.stem
+        """Register a key file written at :meth:`new_key_path`; returns its key id.
+
+        ``ValueError`` for any other path: the runner finds a key's file from its id.
+        """
+        key_id = Path(path).stem
+        if Path(path) != self._key_file(key_id):
+            raise ValueError(f"{path} is not a path given by new_key_path().")
         with self._lock:
-            self._keys[key_id] = path
+            self._key_ids.add(key_id)
         return key_id
 
     def remove_keys(self, key_id: str) -> None:
         """Forget a key id and delete its file; ``KeyError`` if unknown."""
         with self._lock:
-            path = self._keys.pop(key_id)
-        path.unlink(missing_ok=True)
+            self._key_ids.remove(key_id)
+        self._key_file(key_id).unlink(missing_ok=True)
 
     def _key_path(self, key_id: str) -> str:
         with self._lock:
-            if key_id not in self._keys:
+            if key_id not in self._key_ids:
                 raise KeyError("Unknown evaluation key id: upload the keys first.")
-            return str(self._keys[key_id])
+        return str(self._key_file(key_id))
 
     # -- running ------------------------------------------------------------------------------
 

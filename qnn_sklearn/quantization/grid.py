@@ -61,6 +61,12 @@ class Grid:
         return max(-self.qmin, self.qmax)
 
     @property
+    def span(self) -> int:
+        """``qmax − qmin``: the largest value of the grid shifted to start at 0 (what the circuit
+        receives, ``q − qmin``), and the number of steps between its ends."""
+        return self.qmax - self.qmin
+
+    @property
     def levels(self) -> range:
         """Every integer of the grid, in increasing order."""
         return range(self.qmin, self.qmax + 1)

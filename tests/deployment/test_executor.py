@@ -52,6 +52,20 @@ def test_unknown_and_malformed_inputs(runner, fhe_client, evaluation_keys):
         runner.run(framing.pack([b"\x00" * 100]), key_id)
 
 
+def test_a_key_file_is_found_from_its_id(runner, fhe_client, evaluation_keys, tmp_path):
+    path = runner.new_key_path()
+    path.write_bytes(evaluation_keys)
+    key_id = runner.adopt_keys(path)
+    out = runner.run(fhe_client.quantize_encrypt_serialize(np.zeros((1, 3))), key_id)
+    assert framing.count(out) == 1
+    with pytest.raises(ValueError, match="new_key_path"):
+        runner.adopt_keys(tmp_path / path.name)
+    runner.remove_keys(key_id)
+    assert not path.exists()
+    with pytest.raises(KeyError):
+        runner.remove_keys(key_id)
+
+
 def test_a_crash_is_charged_only_to_the_request_that_caused_it(
     runner, fhe_client, evaluation_keys, other_model, tiny, monkeypatch
 ):

@@ -35,6 +35,7 @@ def test_grid_matches_enumerated_levels(n_bits, signed, narrow):
     assert list(grid.levels) == levels
     assert (grid.qmin, grid.qmax) == (levels[0], levels[-1])
     assert grid.max_abs == max(abs(v) for v in levels)
+    assert grid.span == len(levels) - 1
     values = np.arange(levels[0] - 3, levels[-1] + 4)
     np.testing.assert_array_equal(grid.clip(values), np.clip(values, levels[0], levels[-1]))
 
