@@ -25,6 +25,7 @@ import json
 import os
 import zipfile
 import zlib
+from collections.abc import Iterable
 from pathlib import PurePosixPath
 
 import numpy as np
@@ -111,6 +112,15 @@ def read_json_member(archive: zipfile.ZipFile, name: str):
         raise UnsafeArchiveError(f"{name} is not UTF-8 JSON ({error}).") from None
     except RecursionError:
         raise UnsafeArchiveError(f"{name} nests its JSON too deeply.") from None
+
+
+def require_members(archive: zipfile.ZipFile, names: Iterable[str], what: str, writer: str) -> None:
+    """:class:`UnsafeArchiveError` unless ``archive`` holds every member of ``names``; the
+    message lists the missing ones under ``what`` (how to name the archive) and says that
+    ``writer`` did not write it, since what it writes always has them."""
+    missing = sorted(set(names) - set(archive.namelist()))
+    if missing:
+        raise UnsafeArchiveError(f"{what} lacks {missing}: it was not written by {writer}.")
 
 
 def verify_members(archive: zipfile.ZipFile) -> None:

@@ -94,14 +94,20 @@ def read_zip_json(archive: zipfile.ZipFile, name: str, parse: bool = True):
     """One JSON member of an archive opened by :func:`open_archive`, bounded by
     ``safe_zip.MAX_JSON_BYTES``: parsed, or its bytes with ``parse=False`` (for concrete's
     own deserializers)."""
-    if name not in archive.namelist():
-        raise ArtifactError(f"{archive.filename} has no {name}: it was not saved by FHEModelDev.")
+    _require_members(archive, [name])
     try:
         if parse:
             return safe_zip.read_json_member(archive, name)
         return safe_zip.read_member(archive, name, is_json=True)
     except safe_zip.UnsafeArchiveError as error:
         raise ArtifactError(f"{archive.filename}: {error}") from None
+
+
+def _require_members(archive: zipfile.ZipFile, names) -> None:
+    try:
+        safe_zip.require_members(archive, names, archive.filename, "FHEModelDev")
+    except safe_zip.UnsafeArchiveError as error:
+        raise ArtifactError(str(error)) from None
 
 
 def add_json_to_zip(path: Path, name: str, data: dict) -> None:
@@ -116,16 +122,13 @@ def check_server_zip_is_safe(archive: zipfile.ZipFile) -> None:
     ``Server.load`` extracts every member without limits; after this check, each is known to
     inflate to what it declares, within ``safe_zip``'s limits, under a safe name.
     """
-    names = set(archive.namelist())
-    unsafe = sorted(names.intersection(_UNSAFE_SERVER_FILES))
+    unsafe = sorted(set(archive.namelist()).intersection(_UNSAFE_SERVER_FILES))
     if unsafe:
         raise ArtifactError(
             f"{archive.filename} holds {unsafe}: a via-MLIR export, whose loading unpickles "
             "(jsonpickle) its configuration. Save the model with FHEModelDev instead."
         )
-    missing = sorted(set(_REQUIRED_SERVER_FILES) - names)
-    if missing:
-        raise ArtifactError(f"{archive.filename} lacks {missing}: it was not saved by FHEModelDev.")
+    _require_members(archive, _REQUIRED_SERVER_FILES)
     try:
         safe_zip.verify_members(archive)
     except safe_zip.UnsafeArchiveError as error:

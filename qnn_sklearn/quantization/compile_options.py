@@ -14,6 +14,13 @@ import numpy as np
 
 from ..fhe_runtime import fhe
 
+SAVED_FIELDS = ("p_error", "global_p_error")
+"""What a file keeps of a module's CompileOptions (:meth:`CompileOptions.to_json`): the error
+probabilities, which pick the circuit's cryptographic parameters and so how often its results
+differ from the clear model's. Not ``configuration``: concrete-python's ``Configuration`` has no
+JSON form, and it holds paths and switches (an insecure key cache and its location, ...) that a
+file from anyone must not set; nor ``verbose``, which only prints."""
+
 DEFAULT_P_ERROR = 2.0**-40
 """Per-bootstrap error probability when neither ``p_error`` nor ``global_p_error`` is given.
 
@@ -37,7 +44,7 @@ def _check_error_probability(name: str, value) -> None:
     is_number = isinstance(value, int | float | np.integer | np.floating)
     if isinstance(value, bool) or not is_number or not 0.0 < value < 1.0:
         raise ValueError(
-            f"{name} is a probability: it must be in (0, 1), exclusive; got {value!r}."
+            f"{name} is a probability: it must be in (0, 1), exclusive; got {repr(value)[:100]}."
         )
 
 
@@ -67,6 +74,23 @@ class CompileOptions:
     def __post_init__(self):
         _check_error_probability("p_error", self.p_error)
         _check_error_probability("global_p_error", self.global_p_error)
+
+    def to_json(self) -> dict:
+        """The :data:`SAVED_FIELDS` as plain floats (or None)."""
+        values = {name: getattr(self, name) for name in SAVED_FIELDS}
+        return {name: None if value is None else float(value) for name, value in values.items()}
+
+    @classmethod
+    def from_json(cls, data, where: str) -> CompileOptions:
+        """Inverse of :meth:`to_json` for a file that may come from anyone: ``ValueError``
+        naming ``where`` unless ``data`` maps exactly the :data:`SAVED_FIELDS` to None or
+        probabilities."""
+        if not isinstance(data, dict) or sorted(data) != sorted(SAVED_FIELDS):
+            raise ValueError(f"{where} must be an object with exactly the keys {SAVED_FIELDS}.")
+        try:
+            return cls(**data)
+        except ValueError as error:
+            raise ValueError(f"{where}: {error}") from None
 
     def circuit_configuration(self) -> fhe.Configuration:
         """The configuration of the circuit that executes (and simulates row by row)."""

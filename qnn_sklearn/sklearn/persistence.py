@@ -9,9 +9,13 @@ A file may come from anyone, so ``load`` trusts nothing it declares:
   inflates and every JSON member before parsing;
 - the network's widths, layers and bit widths are bounded before anything is allocated, and
   each array's ``.npy`` header (dtype, shape) is checked against those widths and against
-  the bytes the member really holds before its data is read.
+  the bytes the member really holds before its data is read;
+- the rounding plan the loaded weights make must be the one saved with them, and the saved
+  error probabilities must be probabilities.
 
-The FHE circuit is not saved: call ``compile(X)`` after loading.
+The FHE circuit is not saved: call ``compile(X)`` after loading. The error probabilities of
+the compile before ``dump`` come back as ``saved_compile_options_`` (a ``CompileOptions``
+without configuration).
 """
 
 from __future__ import annotations
@@ -26,9 +30,16 @@ import torch
 from sklearn.preprocessing import LabelEncoder
 
 from .. import file_format, safe_zip
+from ..quantization.compile_options import CompileOptions
 from ..torch.network import SparseQuantNeuralNetwork, _rebuild
 from .qnn import NeuralNetClassifier, NeuralNetRegressor
-from .saved_network import checked_widths, network_widths, read_state
+from .saved_network import (
+    check_rounding_plan,
+    checked_widths,
+    network_widths,
+    read_state,
+    saved_rounding_plan,
+)
 from .saving import FITTED_INTEGERS, FORMAT_NAME, FORMAT_VERSION, MANIFEST
 from .trusted_types import (
     ACTIVATION,
@@ -95,9 +106,15 @@ def load(file, trusted: Iterable | None = None) -> Estimator:
             raise ValueError(f"{MANIFEST}: network.init_kwargs must be an object.")
         full_widths = network_widths(init_kwargs, "network.init_kwargs")
         widths = checked_widths(network_spec.get("hidden_widths"), full_widths)
+        # files written before the plan was saved have none to check
+        has_plan = "rounding_plan" in network_spec
+        plan = saved_rounding_plan(network_spec.get("rounding_plan"), widths)
+        compile_options = _saved_compile_options(manifest.get("compile_options"))
         state = read_state(archive, network_spec.get("state"), widths)
     estimator = estimator_class(**params)
     _restore_fitted(estimator, _object(manifest, "fitted"))
+    if compile_options is not None:
+        estimator.saved_compile_options_ = compile_options
     # skorch's initialize() builds a network from these before the saved one replaces it.
     network_widths(estimator.get_params_for("module"), "the module__ parameters and fitted sizes")
     try:
@@ -106,6 +123,8 @@ def load(file, trusted: Iterable | None = None) -> Estimator:
         raise ValueError(
             f"{MANIFEST}: network.state does not fit network.init_kwargs: {error}"
         ) from None
+    if has_plan:
+        check_rounding_plan(plan, network)
     _install_network(estimator, network)
     return estimator
 
@@ -127,8 +146,7 @@ def _install_network(estimator: Estimator, network: SparseQuantNeuralNetwork) ->
 
 
 def _read_manifest(archive: zipfile.ZipFile) -> dict:
-    if MANIFEST not in archive.namelist():
-        raise ValueError(f"This zip has no {MANIFEST}: it was not written by dump.")
+    safe_zip.require_members(archive, [MANIFEST], "This zip", "dump")
     manifest = safe_zip.read_json_member(archive, MANIFEST)
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         raise ValueError(f"{MANIFEST} does not describe a {FORMAT_NAME} file.")
@@ -139,6 +157,14 @@ def _read_manifest(archive: zipfile.ZipFile) -> dict:
         manifest.get("qnn_sklearn_version"),
     )
     return manifest
+
+
+def _saved_compile_options(data) -> CompileOptions | None:
+    """The error probabilities of the compile before ``dump``; None if it was not compiled
+    (``null``) or the file predates them (no key)."""
+    if data is None:
+        return None
+    return CompileOptions.from_json(data, f"{MANIFEST}: compile_options")
 
 
 def _object(container: dict, key: str) -> dict:

@@ -2,7 +2,8 @@
 
 Before anything is allocated, the widths, the number of layers and the bit widths that the
 manifest declares are bounded; each tensor's ``.npy`` header (dtype, shape) is checked against
-those widths and against the bytes its member really holds before the data is read.
+those widths and against the bytes its member really holds before the data is read. Once the
+network is rebuilt, the rounding plan its weights make must be the one saved beside them.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 from .. import safe_zip
+from ..quantization.rounding import RoundingPlan
 from ..torch.network import SparseQuantNeuralNetwork, layer_widths
 
 MAX_LAYERS = 64
@@ -80,12 +82,46 @@ def checked_widths(hidden_widths, full_widths: list[int]) -> list[int]:
     return [full_widths[0], *hidden_widths, full_widths[-1]]
 
 
+def saved_rounding_plan(data, widths: list[int]) -> RoundingPlan | None:
+    """The plan ``network.rounding_plan`` declares: null, or ``{"lsbs": [...]}`` with one
+    integer in ``[0, MAX_DECLARED_BITS]`` per hidden layer of a network of ``widths``."""
+    if data is None:
+        return None
+    n_hidden = len(widths) - 2
+    lsbs = data.get("lsbs") if isinstance(data, dict) else None
+    if not isinstance(lsbs, list) or len(lsbs) != n_hidden or set(data) != {"lsbs"}:
+        raise ValueError(
+            f'network.rounding_plan must be null or {{"lsbs": a list of {n_hidden} integers}}.'
+        )
+    limit = safe_zip.MAX_DECLARED_BITS  # a layer removes at most its accumulator's bits
+    for index, bits in enumerate(lsbs):
+        if isinstance(bits, bool) or not isinstance(bits, int) or not 0 <= bits <= limit:
+            raise ValueError(
+                f"network.rounding_plan.lsbs[{index}] must be an integer in [0, {limit}], "
+                f"got {str(bits)[:100]}."
+            )
+    return RoundingPlan(tuple(lsbs))
+
+
+def check_rounding_plan(saved: RoundingPlan | None, network: SparseQuantNeuralNetwork) -> None:
+    """``ValueError`` unless ``network``'s weights make the plan ``saved`` with them: the
+    integer model is imported again with the plan of the loaded weights, so a different one
+    means the weights, the bit widths or the plan were changed after ``dump``."""
+    made = network.rounding_plan()
+    if made != saved:
+        raise ValueError(
+            f"network.rounding_plan: the file says {saved}, but its weights and settings make "
+            f"{made}. The file is corrupted or inconsistent; dump the estimator again."
+        )
+
+
 def read_state(archive: zipfile.ZipFile, spec, widths: list[int]) -> dict[str, torch.Tensor]:
     """The tensors of ``network.state``; no member is read that declares more bytes than the
     network's tensors can take, and each ``.npy`` header is checked before its data is used.
     """
     if not isinstance(spec, dict) or not all(isinstance(path, str) for path in spec.values()):
         raise ValueError("network.state must map tensor names to member names.")
+    safe_zip.require_members(archive, spec.values(), "This file", "dump")
     pairs = list(zip(widths[:-1], widths[1:]))
     largest_dim = max(widths)
     largest_size = max(a * b for a, b in pairs)
@@ -96,8 +132,6 @@ def read_state(archive: zipfile.ZipFile, spec, widths: list[int]) -> dict[str, t
     state = {}
     for name, member in spec.items():
         where = f"network.state[{name!r}] ({member})"
-        if member not in archive.namelist():
-            raise ValueError(f"{where}: the archive has no such member.")
         member_bytes = archive.getinfo(member).file_size
         declared += member_bytes
         if member_bytes > largest_size * _MAX_ITEMSIZE + _NPY_HEADER_BYTES or declared > budget:

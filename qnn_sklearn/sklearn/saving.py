@@ -3,14 +3,23 @@
 Layout of the zip::
 
     manifest.json    format and package versions, the estimator class, its constructor
-                     parameters, the network's constructor arguments and hidden widths (pruning
-                     changes them) and the fitted attributes
+                     parameters, the network's constructor arguments, hidden widths (pruning
+                     changes them) and rounding plan, the fitted attributes, and the error
+                     probabilities of the last compile (``compile_options``, null if none)
     module/<i>.npy   one tensor of the network's state_dict each, written with
                      ``allow_pickle=False``
 
 Classes among the parameters (activation, optimizer, criterion, ...) are stored as import paths
 ``"module:qualname"``. :mod:`.persistence` reads such a file back without trusting it. Writing
 needs nothing of the estimators' own modules, so they can import this one.
+
+The integer model is not saved: ``load`` imports it again from the network, which makes its
+rounding plan from its weights (``SparseQuantNeuralNetwork.rounding_plan``). The plan saved
+beside them is what the integer model was built with, and ``load`` refuses a file whose weights
+make another. The circuit is not saved either; of its compile options, only the error
+probabilities are (:data:`qnn_sklearn.quantization.compile_options.SAVED_FIELDS` says why).
+``rounding_plan`` and ``compile_options`` came after format version 1 was first written:
+files without them still load, unchecked and with the default error probabilities.
 """
 
 from __future__ import annotations
@@ -25,6 +34,9 @@ import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
 from .. import __version__, file_format
+from ..quantization.compile_options import CompileOptions
+from ..quantization.module import QuantizedModule
+from ..quantization.rounding import RoundingPlan
 from ..torch.network import SparseQuantNeuralNetwork
 from .import_paths import importable_path
 
@@ -38,9 +50,11 @@ FITTED_INTEGERS = ("n_features_in_", "n_outputs_", "target_ndim_")
 
 
 class DumpableEstimator(Protocol):
-    """What ``dump`` reads of an estimator: scikit-learn's parameters and skorch's network."""
+    """What ``dump`` reads of an estimator: scikit-learn's parameters, skorch's network and the
+    integer model (for its compile options)."""
 
     module_: SparseQuantNeuralNetwork
+    quantized_module_: QuantizedModule
 
     def get_params(self, deep: bool = True) -> dict: ...
 
@@ -79,9 +93,11 @@ def dump(estimator: DumpableEstimator, file) -> None:
         "network": {
             "init_kwargs": _encode(init_kwargs, "the network's init_kwargs"),
             "hidden_widths": network.hidden_widths(),
+            "rounding_plan": _rounding_plan_to_json(network.rounding_plan()),
             "state": files,
         },
         "fitted": _fitted_to_json(estimator),
+        "compile_options": _compile_options_to_json(_compile_options(estimator)),
     }
     with _open_zip_for_writing(file) as archive:
         archive.writestr(MANIFEST, json.dumps(manifest, indent=1))
@@ -89,6 +105,23 @@ def dump(estimator: DumpableEstimator, file) -> None:
             buffer = io.BytesIO()
             np.save(buffer, array, allow_pickle=False)
             archive.writestr(files[name], buffer.getvalue())
+
+
+def _compile_options(estimator) -> CompileOptions | None:
+    """The options of the estimator's last compile: its integer model's, or, until it is
+    compiled again, those of the file it was loaded from (``saved_compile_options_``)."""
+    module = estimator.quantized_module_
+    if module.is_compiled:
+        return module.compile_options
+    return getattr(estimator, "saved_compile_options_", None)
+
+
+def _rounding_plan_to_json(plan: RoundingPlan | None) -> dict | None:
+    return None if plan is None else {"lsbs": list(plan.lsbs)}
+
+
+def _compile_options_to_json(options: CompileOptions | None) -> dict | None:
+    return None if options is None else options.to_json()
 
 
 def _open_zip_for_writing(file) -> zipfile.ZipFile:

@@ -144,6 +144,15 @@ def test_json_members_are_capped_before_parsing(monkeypatch):
         safe_zip.read_json_member(deep, "deep.json")
 
 
+def test_missing_members_are_named_with_the_writer_that_writes_them():
+    archive = safe_zip.open_archive(io.BytesIO(_zip({"a.json": b"{}"})), "a.zip")
+    safe_zip.require_members(archive, ["a.json"], "a.zip", "dump")
+    with pytest.raises(
+        safe_zip.UnsafeArchiveError, match=r"^a.zip lacks \['b', 'c'\]: it was not written by dump"
+    ):
+        safe_zip.require_members(archive, ["c", "a.json", "b"], "a.zip", "dump")
+
+
 def test_a_declared_dtype_is_bounded():
     assert safe_zip.declared_dtype("<U5", 3, "labels") == np.dtype("<U5")
     with pytest.raises(ValueError, match="labels: 2 values of <U999999999 take more than"):
@@ -206,6 +215,15 @@ def test_sizes_in_the_client_json_are_bounded(model_dir, tmp_path, change, messa
         FHEModelClient(_copy_model(model_dir, tmp_path / "m", CLIENT_ZIP, change))
 
 
+def test_a_client_zip_without_its_description_is_refused(model_dir, tmp_path):
+    target = _copy_model(model_dir, tmp_path / "m", CLIENT_ZIP)
+    with zipfile.ZipFile(model_dir / CLIENT_ZIP) as old:
+        kept = {name: old.read(name) for name in old.namelist() if name != MODEL_JSON}
+    (target / CLIENT_ZIP).write_bytes(_zip(kept))
+    with pytest.raises(ArtifactError, match=rf"lacks \['{MODEL_JSON}'\]: it was not written by"):
+        FHEModelClient(target)
+
+
 # -- server.zip ---------------------------------------------------------------------------------
 
 
@@ -253,7 +271,9 @@ def test_a_server_zip_without_its_library_is_refused_before_extraction(
     with zipfile.ZipFile(model_dir / SERVER_ZIP) as old:
         kept = {name: old.read(name) for name in old.namelist() if name != "sharedlib.so"}
     (crafted / SERVER_ZIP).write_bytes(_zip(kept))
-    with pytest.raises(ArtifactError, match=r"lacks \['sharedlib.so'\]"):
+    with pytest.raises(
+        ArtifactError, match=r"lacks \['sharedlib.so'\]: it was not written by FHEModelDev"
+    ):
         FHEModelServer(crafted).load()
     assert list(scratch_tmp.iterdir()) == []
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -48,3 +50,35 @@ def test_configurations_keep_the_users_other_settings():
     # the executing circuit's per-bootstrap probability, never a global budget
     assert (simulation.p_error, simulation.global_p_error) == (2.5e-7, None)
     assert simulation.fhe_simulation and not simulation.fhe_execution
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        CompileOptions(),
+        CompileOptions(p_error=np.float32(2**-10)),
+        CompileOptions(global_p_error=1e-3),
+    ],
+    ids=repr,
+)
+def test_the_error_probabilities_round_trip_through_json(options):
+    data = json.loads(json.dumps(options.to_json()))
+    loaded = CompileOptions.from_json(data, "compile_options")
+    assert (loaded.p_error, loaded.global_p_error) == (options.p_error, options.global_p_error)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ([2**-10], "must be an object with exactly the keys"),
+        ({"p_error": 1e-3}, "must be an object with exactly the keys"),
+        ({"p_error": 1e-3, "global_p_error": None, "configuration": {}}, "exactly the keys"),
+        ({"p_error": "1e-3", "global_p_error": None}, "p_error is a probability"),
+        ({"p_error": None, "global_p_error": 10**400}, "global_p_error is a probability"),
+        ({"p_error": ["x"] * 10**5, "global_p_error": None}, r"got \['x', 'x'"),
+    ],
+)
+def test_saved_error_probabilities_are_checked(data, message):
+    with pytest.raises(ValueError, match=f"^compile_options.*{message}") as raised:
+        CompileOptions.from_json(data, "compile_options")
+    assert len(str(raised.value)) < 300

@@ -195,7 +195,8 @@ def test_trusted_extends_the_allow_list(classifier, X, tmp_path, monkeypatch, re
     name = "qnn_sklearn_custom_losses"
     (tmp_path / f"{name}.py").write_text(
         "import torch\n\n\nclass SmoothedCrossEntropy(torch.nn.CrossEntropyLoss):\n"
-        "    def __init__(self):\n        super().__init__(label_smoothing=0.1)\n"
+        "    def __init__(self, **kwargs):\n"
+        "        super().__init__(label_smoothing=0.1, **kwargs)\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     request.addfinalizer(lambda: sys.modules.pop(name, None))
@@ -276,6 +277,46 @@ def test_declared_sizes_are_bounded(dumped, change, message):
         qnn_sklearn.load(_rewrite(dumped, change))
 
 
+def _plan(plan):
+    return lambda m: m["network"].update(rounding_plan=plan)
+
+
+def _compile_options(options):
+    return lambda m: m.update(compile_options=options)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (_plan([0]), r"rounding_plan must be null or \{\"lsbs\": a list of 1 integers\}"),
+        (_plan({"lsbs": [0] * 10**6}), "a list of 1 integers"),
+        (_plan({"lsbs": [0], "extra": 1}), "a list of 1 integers"),
+        (_plan({"lsbs": ["3"]}), r"lsbs\[0\] must be an integer in \[0, 64\], got 3"),
+        (_plan({"lsbs": [True]}), r"lsbs\[0\] must be an integer"),
+        (_plan({"lsbs": [1.0]}), r"lsbs\[0\] must be an integer"),
+        (_plan({"lsbs": [-1]}), r"lsbs\[0\] must be an integer"),
+        (_plan({"lsbs": [10**400]}), r"lsbs\[0\] must be an integer in \[0, 64\], got 1000"),
+        (_plan(None), r"the file says None, but its weights and settings make RoundingPlan"),
+        (_compile_options("2**-10"), "compile_options must be an object with exactly the keys"),
+        (
+            _compile_options(
+                {"p_error": None, "global_p_error": None, "configuration": _imported("os:system")}
+            ),
+            "compile_options must be an object with exactly the keys",
+        ),
+        (_compile_options({"p_error": 5, "global_p_error": None}), "p_error is a probability"),
+        (
+            _compile_options({"p_error": None, "global_p_error": "x" * 10**6}),
+            "global_p_error is a probability",
+        ),
+    ],
+)
+def test_saved_plan_and_compile_options_are_checked(dumped, change, message):
+    with pytest.raises(ValueError, match=message) as refused:
+        qnn_sklearn.load(_rewrite(dumped, change))
+    assert len(str(refused.value)) < 400
+
+
 def _npy_header(shape, descr="<f4") -> bytes:
     buffer = io.BytesIO()
     header = {"descr": descr, "fortran_order": False, "shape": shape}
@@ -325,6 +366,21 @@ def test_a_member_larger_than_any_tensor_of_the_network_is_not_read(dumped):
     finally:
         tracemalloc.stop()
     assert peak < 2**20
+
+
+def test_missing_members_are_named(dumped):
+    member = _member_of(dumped, "linears.1.weight")
+    with zipfile.ZipFile(io.BytesIO(dumped)) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    for missing in (member, MANIFEST):
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w") as crafted:
+            for name, content in members.items():
+                if name != missing:
+                    crafted.writestr(name, content)
+        out.seek(0)
+        with pytest.raises(ValueError, match=rf"lacks \['{missing}'\]: it was not written by dump"):
+            qnn_sklearn.load(out)
 
 
 def test_an_oversized_manifest_is_refused_before_parsing(dumped, monkeypatch):

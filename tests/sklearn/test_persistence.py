@@ -15,6 +15,7 @@ from sklearn.exceptions import NotFittedError
 
 import qnn_sklearn
 from qnn_sklearn import NeuralNetClassifier, NeuralNetRegressor
+from qnn_sklearn.quantization import CompileOptions
 from qnn_sklearn.sklearn.saving import FORMAT_VERSION, MANIFEST
 
 TINY = {"module__n_layers": 2, "module__n_hidden_neurons_multiplier": 2, "max_epochs": 3}
@@ -111,14 +112,84 @@ def test_regressor_round_trip(data, n_targets):
     assert np.array_equal(loaded.predict(X), model.predict(X))
 
 
-def test_rounded_integer_model_round_trips(data):
+@pytest.fixture(scope="module")
+def rounded(data):
     X, positive = data
     model = NeuralNetClassifier(random_state=0, rounding_threshold_bits=4, **TINY)
-    model.fit(X, positive.astype(int))
-    loaded = _round_trip(model)
+    return model.fit(X, positive.astype(int))
+
+
+def _manifest(estimator) -> dict:
+    with zipfile.ZipFile(io.BytesIO(_dumped(estimator))) as archive:
+        return json.loads(archive.read(MANIFEST))
+
+
+def test_rounded_integer_model_round_trips(rounded, data):
+    X, _ = data
+    loaded = _round_trip(rounded)
     assert loaded.rounding_threshold_bits == 4
-    assert loaded.fhe_report()["layers"] == model.fhe_report()["layers"]
-    assert np.array_equal(loaded.predict_proba(X), model.predict_proba(X))
+    assert loaded.fhe_report()["layers"] == rounded.fhe_report()["layers"]
+    assert np.array_equal(loaded.predict_proba(X), rounded.predict_proba(X))
+
+
+def test_the_rounding_plan_is_saved(rounded, data):
+    plan = rounded.module_.rounding_plan()
+    assert plan.lsbs[0] > 0  # so that the tests below change it
+    assert _manifest(rounded)["network"]["rounding_plan"] == {"lsbs": list(plan.lsbs)}
+    X, positive = data
+    exact = NeuralNetClassifier(random_state=0, rounding_threshold_bits=None, **TINY)
+    exact.fit(X, positive.astype(int))
+    assert _manifest(exact)["network"]["rounding_plan"] is None
+    assert np.array_equal(_round_trip(exact).predict_proba(X), exact.predict_proba(X))
+
+
+def _set_init_kwarg(name, value):
+    return lambda m: m["network"]["init_kwargs"]["value"].update({name: value})
+
+
+def _set_plan(plan):
+    return lambda m: m["network"].update(rounding_plan=plan)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda m: m["network"]["rounding_plan"]["lsbs"].__setitem__(0, 0),
+        _set_plan(None),
+        _set_init_kwarg("rounding_threshold_bits", 6),
+        _set_init_kwarg("rounding_threshold_bits", None),
+    ],
+    ids=["another plan", "no plan", "another threshold", "no threshold"],
+)
+def test_a_plan_the_weights_do_not_make_is_refused(rounded, change):
+    source = _rewrite_manifest(_dumped(rounded), change)
+    with pytest.raises(ValueError, match=r"network.rounding_plan: the file says .*corrupted"):
+        qnn_sklearn.load(source)
+
+
+def test_files_written_before_the_plan_and_compile_options_still_load(rounded, data):
+    def written_before(manifest):
+        del manifest["network"]["rounding_plan"], manifest["compile_options"]
+
+    X, _ = data
+    loaded = qnn_sklearn.load(_rewrite_manifest(_dumped(rounded), written_before))
+    assert loaded.fhe_report()["layers"] == rounded.fhe_report()["layers"]
+    assert not hasattr(loaded, "saved_compile_options_")
+    assert np.array_equal(loaded.predict_proba(X), rounded.predict_proba(X))
+
+
+def test_the_error_probabilities_of_the_last_compile_are_saved(classifier, data):
+    X, _ = data
+    assert _manifest(classifier)["compile_options"] is None
+    compiled = copy.deepcopy(classifier)
+    compiled.compile(X, p_error=2**-10)
+    assert _manifest(compiled)["compile_options"] == {"p_error": 2**-10, "global_p_error": None}
+    loaded = _round_trip(compiled)
+    assert loaded.saved_compile_options_ == CompileOptions(p_error=2**-10)
+    # kept by a dump before compiling again, replaced by the next compile's
+    assert _manifest(loaded)["compile_options"]["p_error"] == 2**-10
+    loaded.compile(X[:10], global_p_error=1e-3)
+    assert _manifest(loaded)["compile_options"] == {"p_error": None, "global_p_error": 1e-3}
 
 
 def test_pruned_widths_round_trip(classifier, data):
