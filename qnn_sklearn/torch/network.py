@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 from brevitas import nn as qnn
+from brevitas.quant_tensor import QuantTensor
 from torch import nn
 from torch.nn.utils import parametrize
 
@@ -188,29 +189,40 @@ class SparseQuantNeuralNetwork(nn.Module):
 
     def forward(self, x):
         x = self.input_quant(x)
-        plan = None if torch.onnx.is_in_onnx_export() else self.rounding_plan()
-        for index, (linear, activation, act_quant) in enumerate(
-            zip(self.linears, self.activations, self.act_quants)
+        if self.rounding_threshold_bits is None or torch.onnx.is_in_onnx_export():
+            # exact accumulators, or the export (the integer model rounds by the plan itself)
+            for linear, activation, act_quant in zip(
+                self.linears, self.activations, self.act_quants
+            ):
+                x = act_quant(activation(linear(x)))
+            return self.linears[-1](x)
+        # Each layer's weights are quantized once per forward, for the layer and its plan.
+        weights = [linear.quant_weight() for linear in self.linears[:-1]]
+        with torch.no_grad():
+            plan = self._plan([weight.int().to(torch.int64) for weight in weights])
+        for linear, weight, lsbs, activation, act_quant in zip(
+            self.linears, weights, plan.lsbs, self.activations, self.act_quants
         ):
-            y = linear(x) if plan is None else self._rounded_linear(linear, x, plan.lsbs[index])
-            x = act_quant(activation(y))
+            x = act_quant(activation(self._rounded_linear(linear, weight, x, lsbs)))
         return self.linears[-1](x)
 
     # -- rounding ------------------------------------------------------------------------------
 
-    def _rounded_linear(self, linear, x, lsbs: int):
-        """``linear(x)``, its integer accumulator rounded away ``lsbs`` bits as the integer
-        model rounds it.
+    @staticmethod
+    def _rounded_linear(linear, weight, x, lsbs: int):
+        """``linear(x)`` on its quantized ``weight``, the integer accumulator rounded away
+        ``lsbs`` bits as the integer model rounds it.
 
         The accumulator is ``(y − bias) / (s_x · s_w)``. The rounding is straight-through:
         the gradient is the unrounded layer's, so the weights learn to place their
         accumulators where the coarse lookup sends them the right way.
         """
-        y = linear(x)
+        y = linear.inner_forward_impl(x, weight, linear.bias)  # Brevitas' own product
+        y = y.value if isinstance(y, QuantTensor) else y
         if not lsbs:
             return y
         with torch.no_grad():
-            unit = x.scale * linear.quant_weight().scale
+            unit = x.scale * weight.scale
             accumulator = torch.round((y - linear.bias) / unit)
             shift = (round_accumulator(accumulator, lsbs) - accumulator) * unit
         return y + shift
@@ -225,9 +237,13 @@ class SparseQuantNeuralNetwork(nn.Module):
         """
         if self.rounding_threshold_bits is None:
             return None
+        return self._plan([self._integer_weight(linear) for linear in self.linears[:-1]])
+
+    def _plan(self, integer_weights: list[torch.Tensor]) -> RoundingPlan:
+        """The plan of these integer weights (one tensor per hidden layer)."""
         lsbs = []
-        for linear, x_range in zip(self.linears[:-1], self._input_ranges()):
-            acc_min, acc_max = accumulator_range(self._integer_weight(linear).numpy(), *x_range)
+        for weight, x_range in zip(integer_weights, self._input_ranges()):
+            acc_min, acc_max = accumulator_range(weight.numpy(), *x_range)
             lsbs.append(lsbs_for_threshold(acc_min, acc_max, self.rounding_threshold_bits))
         return RoundingPlan(tuple(lsbs))
 
