@@ -109,9 +109,9 @@ class ModuleBuilder:
             raise ValueError("The input quantizer must have one scale for the whole tensor.")
         self.input_quantizer = quantizer
         self.input_value = value
-        qmin, qmax = quantizer.options.qmin, quantizer.options.qmax
-        base = np.full(value.feature_shape, qmin, dtype=np.int64)
-        return Encrypted.on_grid(quantizer, base, base * 0 + (qmax - qmin), producer=None)
+        grid = quantizer.options.grid
+        base = np.full(value.feature_shape, grid.qmin, dtype=np.int64)
+        return Encrypted.on_grid(quantizer, base, base * 0 + grid.span, producer=None)
 
     def add_linear(self, x: Encrypted, weight: np.ndarray, scale, bias, name: str) -> Encrypted:
         """Emit ``x @ weightᵀ`` on quantized ``x``; the float view adds ``scale`` and ``bias``.

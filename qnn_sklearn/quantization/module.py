@@ -242,7 +242,7 @@ class QuantizedModule:
         self.calibrate(q_x)
         grid = self.input_quantizer.options.grid
         extremes = np.stack(
-            [np.zeros(q_x.shape[1:], np.int64), np.full(q_x.shape[1:], grid.qmax - grid.qmin)]
+            [np.zeros(q_x.shape[1:], np.int64), np.full(q_x.shape[1:], grid.span)]
         )
         rng = np.random.default_rng(0)
         sample = q_x[rng.permutation(len(q_x))[:_COMPILE_SAMPLE_ROWS]]

@@ -97,7 +97,7 @@ class UniformQuantizer:
             return cls(options, scale, 0)
         if vmax == vmin:
             return cls(options, 1.0, int(np.clip(0, qmin, qmax)))
-        scale = (vmax - vmin) / (qmax - qmin)
+        scale = (vmax - vmin) / options.grid.span
         zero_point = int(np.clip(np.rint(qmin - vmin / scale), qmin, qmax))
         return cls(options, scale, zero_point)
 
