@@ -21,7 +21,6 @@ from ..quantization.bounds import (
     accumulator_range,
     max_terms,
     signed_limit,
-    worst_case_magnitude,
 )
 from ..quantization.grid import Grid
 from ..quantization.rounding import (
@@ -32,13 +31,8 @@ from ..quantization.rounding import (
     round_accumulator,
 )
 from .input_quantizer import calibrated_input_quantizer
-from .pruning import (
-    WeightMask,
-    budget_mask,
-    is_masked,
-    raw_weight,
-    sliced_linear,
-)
+from .neuron_pruning import NeuronPruning
+from .pruning import WeightMask, sliced_linear
 
 MAX_BITWIDTH_BACKWARD_COMPATIBLE = 8
 """Largest accumulator a seed-compatible model may certify (``n_accum_bits``'s usual cap)."""
@@ -62,7 +56,7 @@ def _check_bits(name: str, value, minimum: int = 1) -> int:
     return value
 
 
-class SparseQuantNeuralNetwork(nn.Module):
+class SparseQuantNeuralNetwork(NeuronPruning, nn.Module):
     """Quantization-aware MLP with per-neuron accumulator budgets.
 
     Parameters
@@ -286,96 +280,6 @@ class SparseQuantNeuralNetwork(nn.Module):
         """The layer's integer weights as Brevitas quantizes the current (masked) weight."""
         with torch.no_grad():
             return linear.quant_weight().int().to(torch.int64)
-
-    def _budget_mask(self, linear, max_abs_input: int, candidates: torch.Tensor) -> torch.Tensor:
-        return budget_mask(
-            linear, candidates, self._max_abs_weight(), max_abs_input, self.accumulator_budget
-        )
-
-    def _neurons_to_keep(self, index: int, linear) -> torch.Tensor:
-        """Structured pruning: hidden layers drop their lowest-L2-norm rows."""
-        rows = linear.out_features
-        if index == len(self.linears) - 1 or self.n_prune_neurons_percentage == 0:
-            return torch.ones(rows, dtype=torch.bool)
-        n_drop = min(int(round(self.n_prune_neurons_percentage * rows)), rows - 1)
-        keep = torch.ones(rows, dtype=torch.bool)
-        keep[torch.argsort(raw_weight(linear).detach().norm(dim=1))[:n_drop]] = False
-        return keep
-
-    def enable_pruning(self) -> None:
-        """Mask every QuantLinear per neuron (and drop neurons if structured pruning is on)."""
-        for index, (linear, max_abs_input) in enumerate(zip(self.linears, self._max_abs_inputs())):
-            keep_rows = self._neurons_to_keep(index, linear)
-            raw = raw_weight(linear).detach()
-            mask = self._budget_mask(linear, max_abs_input, raw) * keep_rows[:, None]
-            if is_masked(linear):
-                linear.parametrizations.weight[0].mask.copy_(mask)
-            else:
-                parametrize.register_parametrization(linear, "weight", WeightMask(mask))
-
-    def refresh_pruning(self) -> None:
-        """Recompute the masks from the current weights (they move while training)."""
-        if any(is_masked(linear) for linear in self.linears):
-            self.enable_pruning()
-
-    def enforce_budget(self) -> None:
-        """Bring every neuron whose integer weights went over the budget back within it.
-
-        Weights that train under fixed masks can grow, or the layer's weight scale can shrink,
-        until a neuron exceeds the budget. Such a neuron loses its smallest active inputs;
-        every other neuron keeps its inputs. Run after each optimizer step, this keeps the
-        network training under the constraint it is deployed with, instead of cutting weights
-        once training has ended (which took the checkerboard from 0.944 to 0.83, issue 3).
-        (Scaling such a neuron's weights down instead, keeping its inputs, collapsed one seed
-        of the checkerboard to chance level.)
-        """
-        for linear, max_abs_input in zip(self.linears, self._max_abs_inputs()):
-            for _ in range(8):  # the scale only shrinks as weights go; converges at once
-                over = self.row_costs(linear, max_abs_input) > self.accumulator_budget
-                if not over.any():
-                    break
-                with torch.no_grad():
-                    active = linear.weight.detach()
-                    trimmed = self._budget_mask(linear, max_abs_input, active)
-                    keep = torch.where(over[:, None], trimmed, torch.ones_like(trimmed))
-                    if is_masked(linear):
-                        linear.parametrizations.weight[0].mask.mul_(keep)
-                    else:
-                        linear.weight.mul_(keep)
-
-    def make_pruning_permanent(self) -> None:
-        """Bake the masks into the weights, then remove neurons that no longer have inputs.
-
-        A dead neuron's constant output is folded into the next layer's bias before it goes;
-        then the budget is enforced again on the final integer weights, whose scale may have
-        moved with the weights that went.
-        """
-        for linear in self.linears:
-            if is_masked(linear):
-                parametrize.remove_parametrizations(linear, "weight", leave_parametrized=True)
-        self._drop_dead_neurons()
-        self.enforce_budget()
-
-    def row_costs(self, linear, max_abs_input: int) -> torch.Tensor:
-        """``Σ|w_q| · max|x_q|`` per neuron, on the integer weights."""
-        return worst_case_magnitude(self._integer_weight(linear).abs().sum(dim=1), max_abs_input)
-
-    def _drop_dead_neurons(self) -> None:
-        for index in range(len(self.linears) - 1):
-            linear, following = self.linears[index], self.linears[index + 1]
-            alive = self._integer_weight(linear).abs().sum(dim=1) > 0
-            if alive.all() or not alive.any():
-                continue
-            act_quant = self.act_quants[index]
-            was_training = act_quant.training
-            with torch.no_grad():
-                act_quant.eval()
-                dead_bias = linear.bias[~alive]
-                constant = act_quant(self.activations[index](dead_bias[None])).value[0]
-                following.bias.add_(following.quant_weight().value[:, ~alive] @ constant)
-            act_quant.train(was_training)
-            self.linears[index] = sliced_linear(linear, rows=alive)
-            self.linears[index + 1] = sliced_linear(following, columns=alive)
 
     def hidden_widths(self) -> list[int]:
         return [linear.out_features for linear in self.linears[:-1]]
