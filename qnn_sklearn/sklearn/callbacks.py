@@ -1,28 +1,32 @@
 """Training callbacks: the pruning life cycle of a SparseQuantNeuralNetwork, one job each.
 
-The estimators add them in this order (skorch calls callbacks in list order):
-:class:`PruningMasks` (masks on, refreshed in the first epochs), :class:`AccumulatorBudget`
-(every neuron within budget after each optimizer step), :class:`BestTrainingState` (the state
-of lowest training loss, kept in memory and handed back) and :class:`PermanentPruning` (the
-final cut). Together they keep every accumulator within ``n_accum_bits`` while the network
-trains, so the network that is deployed is the one that trained.
+The estimators add them in this order (skorch calls callbacks in list order, its own defaults
+first and the user's last): :class:`PruningMasks` (masks on, refreshed in the first epochs),
+:class:`AccumulatorBudget` (every neuron within budget after each optimizer step) and
+:class:`BestTrainingState` (the state of the epoch of lowest recorded loss, handed back).
+Together they keep every accumulator within ``n_accum_bits`` while the network trains, so the
+network that is deployed is the one that trained. When skorch's loop has ended, the estimator
+bakes the masks in and removes dead neurons (``make_pruning_permanent``): after every
+callback's ``on_train_end``, so that a user's callbacks (Checkpoint, EarlyStopping's
+``load_best``) only ever see the training layout.
+
+The masks change between epochs only, at the start of an epoch: every ``on_epoch_end`` (the
+recorded losses, skorch's Checkpoint, EarlyStopping) sees the network that the epoch trained.
 """
 
 from __future__ import annotations
 
+import math
+
 from skorch.callbacks import Callback
 
 REFRESH_FRACTION = 0.5
-"""Share of each fit's epochs during which the masks are recomputed after every epoch."""
+"""Share of each fit's epochs after which the masks are recomputed."""
 
 
-def _epochs_done(net, first_epoch: int) -> int:
-    return len(net.history) - first_epoch
-
-
-def _is_refresh_epoch(epochs_done: int, net, refresh_fraction: float) -> bool:
-    """Whether the epoch that just ended (``epochs_done`` before it) refreshes the masks."""
-    return epochs_done < refresh_fraction * net.max_epochs
+def _is_refresh_epoch(epoch: int, net, refresh_fraction: float) -> bool:
+    """Whether the masks are recomputed after ``epoch`` (0 is the fit's first epoch)."""
+    return epoch < refresh_fraction * net.max_epochs
 
 
 class PruningMasks(Callback):
@@ -31,7 +35,8 @@ class PruningMasks(Callback):
 
     The remaining epochs train under fixed masks, so the network recovers from the last
     refresh, which changes its function abruptly. The optimizer is rebuilt when the masks go
-    on, so that it trains the masked parametrization.
+    on, so that it trains the masked parametrization. A refresh happens when the next epoch
+    begins, after every callback has seen the epoch's network.
 
     Parameters
     ----------
@@ -48,14 +53,13 @@ class PruningMasks(Callback):
         net.module_.enable_pruning()
         net.initialize_optimizer()
 
-    def on_epoch_end(self, net, **kwargs):
-        epochs_done = _epochs_done(net, self.first_epoch_)
-        refreshed = _is_refresh_epoch(epochs_done, net, self.refresh_fraction)
-        if refreshed:
+    def on_epoch_begin(self, net, **kwargs):
+        # skorch has added this epoch's row to the history already
+        epoch = len(net.history) - 1 - self.first_epoch_
+        refresh = epoch > 0 and _is_refresh_epoch(epoch - 1, net, self.refresh_fraction)
+        if refresh:
             net.module_.refresh_pruning()
-        self.last_refresh_ = refreshed and not _is_refresh_epoch(
-            epochs_done + 1, net, self.refresh_fraction
-        )
+        self.last_refresh_ = refresh and not _is_refresh_epoch(epoch, net, self.refresh_fraction)
 
 
 class AccumulatorBudget(Callback):
@@ -68,32 +72,36 @@ class AccumulatorBudget(Callback):
 
 
 class BestTrainingState(Callback):
-    """Keeps, in memory, the network state of lowest training loss, and hands it back.
+    """Keeps, in memory, the network state at the end of the epoch of lowest loss, and hands
+    it back.
 
-    After each epoch, the loss on the training set (in evaluation mode) is measured, and the
-    state with the lowest one is kept. The fixed-mask epochs start from the best state of the
-    refresh epochs (restored after the last refresh of :class:`PruningMasks`), and training ends
-    with the best state of all. A network of 3-bit integers changes its function in jumps: on
-    the checkerboard, consecutive epochs' test accuracy went 0.944, 0.83, 0.944 at a steady
-    training loss, and a last refresh at a bad moment left fixed masks that never got past 0.81
-    (issue 3). The last epoch is a draw from that noise. (skorch's Checkpoint and LoadInitState
-    write files and score a validation split, which these estimators do not hold out.)
+    The loss is one that skorch records in ``net.history`` anyway: ``valid_loss`` when the
+    estimator holds out a validation split (``train_split``), else ``train_loss`` (the mean of
+    the epoch's batch losses). The fixed-mask epochs start from the best state of the refresh
+    epochs (restored as the first of them begins, when :class:`PruningMasks` says its last
+    refresh happened: ``last_refresh_``), and training ends with the best state of all. A
+    network of 3-bit integers changes its function in jumps: on the checkerboard, consecutive
+    epochs' test accuracy went 0.944, 0.83, 0.944 at a steady training loss, and a last
+    refresh at a bad moment left fixed masks that never got past 0.81 (issue 3). The last
+    epoch is a draw from that noise.
 
-    The schedule is :class:`PruningMasks`'s alone: it says when an epoch was its last refresh
-    (``last_refresh_``), so the two cannot disagree.
+    With a validation split, the state handed back is the one skorch's
+    ``Checkpoint(monitor="valid_loss_best")`` saves last.
     """
 
     def on_train_begin(self, net, X=None, y=None, **kwargs):
-        self.best_loss_ = float("inf")
+        self.best_loss_ = math.inf
         self.best_state_ = None
 
-    def on_epoch_end(self, net, dataset_train=None, **kwargs):
-        loss = _evaluation_loss(net, dataset_train)
+    def on_epoch_end(self, net, dataset_valid=None, **kwargs):
+        loss = net.history[-1, "train_loss" if dataset_valid is None else "valid_loss"]
         if loss < self.best_loss_:
             self.best_loss_ = loss
             self.best_state_ = {
                 key: value.detach().clone() for key, value in net.module_.state_dict().items()
             }
+
+    def on_epoch_begin(self, net, **kwargs):
         last_refresh = any(
             callback.last_refresh_
             for _, callback in net.callbacks_
@@ -109,30 +117,10 @@ class BestTrainingState(Callback):
             self.best_state_ = None
 
 
-class PermanentPruning(Callback):
-    """When training ends, the masks are baked into the weights and dead neurons removed."""
-
-    def on_train_end(self, net, X=None, y=None, **kwargs):
-        net.module_.make_pruning_permanent()
-
-
 def pruning_callbacks() -> list[tuple[str, Callback]]:
     """The estimators' default callbacks, named, in the order they must run."""
     return [
         ("pruning_masks", PruningMasks()),
         ("accumulator_budget", AccumulatorBudget()),
         ("best_training_state", BestTrainingState()),
-        ("permanent_pruning", PermanentPruning()),
     ]
-
-
-def _evaluation_loss(net, dataset) -> float:
-    """The criterion's mean over ``dataset``, the network in evaluation mode."""
-    total, count = 0.0, 0
-    for batch in net.get_iterator(dataset, training=False):
-        step = net.validation_step(batch)
-        n_rows = len(step["y_pred"])
-        total += float(step["loss"]) * n_rows
-        count += n_rows
-    net.module_.train()
-    return total / count

@@ -3,22 +3,35 @@
 from __future__ import annotations
 
 import copy
+import warnings
+from collections.abc import Mapping
 
 import numpy as np
 import torch
+from scipy import sparse
+from skorch.history import History
+from skorch.utils import get_map_location, is_dataset, to_numpy
+from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ..quantization.bounds import check_certified_bits
 from ..quantization.module import FHE_MODES
 from ..quantization.tabulation import bootstraps
 from ..torch import build_brevitas_qat_model
-from ..torch.network import SparseQuantNeuralNetwork
+from ..torch.network import SparseQuantNeuralNetwork, _rebuild
 from .callbacks import pruning_callbacks
 from .module_checks import check_activation_imports, check_module_params
+from .row_weights import INPUTS, WEIGHTS, row_weights, weighted_mean, weighted_rows
 from .saving import dump
 
 MODULE_DEFAULTS = {"n_layers": 3}
 """Module arguments with a default here; ``input_dim`` and ``n_outputs`` come from the data."""
+
+DENSIFY_WARNING_BYTES = 2**28
+"""Size (bytes, as float32) above which densifying a sparse X warns. The network reads every
+entry anyway (a dense first layer; the integer model's client quantizes every feature), so a
+sparse X is made dense, which costs memory only; a copy above 256 MiB is worth a warning on
+the small machines these models train on."""
 
 
 def estimator_defaults(criterion, kwargs: dict) -> dict:
@@ -58,8 +71,10 @@ def _is_subclass(module, cls: type) -> bool:
 class FHEEstimatorMixin:
     """Mixed into skorch's NeuralNetClassifier / NeuralNetRegressor (it comes first in the MRO).
 
-    Subclasses define ``_encode_target(y)`` (returns the torch target and the number of
-    network outputs) and ``_output(raw)`` (network output → estimator answer).
+    Subclasses define ``_encode_target(y, n_samples, new_targets, classes)`` (returns the
+    torch target and the number of network outputs; ``new_targets``: choose the encoding,
+    else keep the fitted one) and ``_declare_targets(n_outputs)`` (the fitted target facts of
+    an estimator that loads a network without fitting).
     """
 
     # -- skorch hooks --------------------------------------------------------------------------
@@ -82,14 +97,35 @@ class FHEEstimatorMixin:
 
     def get_params_for(self, prefix):
         params = super().get_params_for(prefix)
+        if prefix == "criterion":
+            # get_loss averages the per-row losses with the rows' weights
+            return {**params, "reduction": "none"}
         if prefix == "module" and isinstance(self.module, type):
             check_module_params(self.module, params)
         if prefix == "module" and _is_subclass(self.module, SparseQuantNeuralNetwork):
             params = {**MODULE_DEFAULTS, **params}
-            params.setdefault("input_dim", self.n_features_in_)
-            params.setdefault("n_outputs", self.n_outputs_)
+            for name, fitted in (("input_dim", "n_features_in_"), ("n_outputs", "n_outputs_")):
+                if name not in params and not hasattr(self, fitted):
+                    raise NotFittedError(
+                        f"The network's sizes come from the data: fit {type(self).__name__} "
+                        "first, or give module__input_dim and module__n_outputs to initialize()."
+                    )
+                params.setdefault(name, getattr(self, fitted, None))
             params.setdefault("rounding_threshold_bits", self.rounding_threshold_bits)
         return params
+
+    def infer(self, x, **fit_params):
+        """skorch's, given the inputs of the training rows only (not their weights)."""
+        if isinstance(x, Mapping):
+            x = x[INPUTS]
+        return super().infer(x, **fit_params)
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        """The criterion's per-row losses, averaged with the rows' weights (``sample_weight``
+        times ``class_weight``); equal weights give the criterion's mean."""
+        losses = super().get_loss(y_pred, y_true, X=X, training=training)
+        weights = X[WEIGHTS] if isinstance(X, Mapping) else torch.ones(len(losses))
+        return weighted_mean(losses, weights.to(losses))
 
     def initialize_module(self):
         """skorch's, then a check that the integer model will import the network's activation
@@ -102,33 +138,75 @@ class FHEEstimatorMixin:
     def __sklearn_is_fitted__(self):
         return hasattr(self, "quantized_module_")
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
     # -- training ------------------------------------------------------------------------------
 
+    _in_training = False
+    """True while skorch's training loop runs: scorers then get the trained network's output
+    (see :meth:`_network_output`)."""
+
     def _validate_X(self, X, reset: bool) -> np.ndarray:
-        return validate_data(self, X, reset=reset, dtype=[np.float64, np.float32]).astype(
-            np.float32
-        )
+        """Validated float32 rows; a scipy sparse X is made dense (with a warning above
+        ``DENSIFY_WARNING_BYTES``)."""
+        X = validate_data(self, X, reset=reset, accept_sparse=True, dtype=[np.float64, np.float32])
+        if sparse.issparse(X):
+            n_bytes = 4 * X.shape[0] * X.shape[1]
+            if n_bytes > DENSIFY_WARNING_BYTES:
+                warnings.warn(
+                    f"X is sparse; {type(self).__name__} makes it dense ({n_bytes / 2**20:.0f} "
+                    "MiB as float32). Select or reduce features (e.g. fewer one-hot "
+                    "categories) to use less memory.",
+                    stacklevel=3,
+                )
+            X = X.toarray()
+        return X.astype(np.float32)
 
-    def _train(self, X, y, reset: bool, reinitialize: bool, **fit_params):
-        """Validate, encode the target, (re)initialize if asked, train, import the integers.
+    def _target_weights(self, targets: np.ndarray) -> np.ndarray | float:
+        """How much each row counts for its target: 1 (the classifier weighs classes)."""
+        return 1.0
 
-        skorch's own ``fit`` would call our ``partial_fit`` again with the encoded target, so
-        both paths come here and call skorch's ``partial_fit`` once.
+    def _train(
+        self, X, y, reset: bool, reinitialize: bool, classes=None, sample_weight=None, **fit_params
+    ):
+        """Validate, encode the target, (re)initialize if asked, train, finish training.
+
+        The targets are encoded anew when the network is (re)initialized or has none yet;
+        otherwise (partial_fit, a warm start) they keep the encoding the network has. The rows
+        reach skorch with their weights (row_weights.py). skorch's own ``fit`` would call our
+        ``partial_fit`` again with the encoded target, so both paths come here and call
+        skorch's ``partial_fit`` once.
         """
         if y is None:
             raise ValueError(
                 f"{type(self).__name__} requires y to be passed, but the target y is None."
             )
         X = self._validate_X(X, reset=reset)
-        y_torch, self.n_outputs_ = self._encode_target(y, len(X))
+        new_targets = reinitialize or not hasattr(self, "n_outputs_")
+        y_torch, self.n_outputs_ = self._encode_target(y, len(X), new_targets, classes)
+        weights = row_weights(sample_weight, len(X), self._target_weights(y_torch))
         with torch.random.fork_rng():
             if self.random_state is not None:
                 torch.manual_seed(self.random_state)
             if reinitialize:
                 self.initialize()
-            super().partial_fit(X, y_torch, **fit_params)
-        self._import_integer_model()
+            self._in_training = True
+            try:
+                super().partial_fit(weighted_rows(X, weights), y_torch, **fit_params)
+            finally:
+                self._in_training = False
+        self._finish_training()
         return self
+
+    def _finish_training(self) -> None:
+        """The end of training, once every callback's ``on_train_end`` has run (and after a
+        ``load_params`` outside of fit): the masks baked into the weights and dead neurons
+        removed, then the integer model imported from that network."""
+        self.module_.make_pruning_permanent()
+        self._import_integer_model()
 
     def _import_integer_model(self) -> None:
         """``quantized_module_`` from the trained network (Brevitas' scales; no data needed:
@@ -146,15 +224,115 @@ class FHEEstimatorMixin:
         if trained_rounding:
             check_certified_bits(self.quantized_module_.layers, self.module_.n_accum_bits)
 
-    def fit(self, X, y, **fit_params):
-        """Train (quantization-aware, pruned) and import the integer model."""
-        reinitialize = not self.warm_start or not self.initialized_
-        return self._train(X, y, reset=True, reinitialize=reinitialize, **fit_params)
+    def fit(self, X, y, sample_weight=None, **fit_params):
+        """Train (quantization-aware, pruned) and import the integer model.
 
-    def partial_fit(self, X, y, classes=None, **fit_params):
-        """Continue training for ``max_epochs`` epochs, then import the integer model."""
+        ``sample_weight`` (one weight ≥ 0 per row) weighs each row's loss, in training and in
+        the validation loss.
+        """
+        reinitialize = not self.warm_start or not self.initialized_
+        return self._train(
+            X, y, reset=True, reinitialize=reinitialize, sample_weight=sample_weight, **fit_params
+        )
+
+    def partial_fit(self, X, y, classes=None, sample_weight=None, **fit_params):
+        """Continue training for ``max_epochs`` epochs, then import the integer model.
+
+        A classifier's first call fixes its classes: ``classes`` (all the labels later calls
+        may bring) or else the labels of this ``y``.
+        """
         first_call = not hasattr(self, "n_features_in_")
-        return self._train(X, y, reset=first_call, reinitialize=False, **fit_params)
+        return self._train(
+            X,
+            y,
+            reset=first_call,
+            reinitialize=False,
+            classes=classes,
+            sample_weight=sample_weight,
+            **fit_params,
+        )
+
+    def load_params(
+        self,
+        f_params=None,
+        f_optimizer=None,
+        f_criterion=None,
+        f_history=None,
+        checkpoint=None,
+        use_safetensors=False,
+        **kwargs,
+    ):
+        """skorch's, for a network whose layout changes as it trains.
+
+        A state saved while training (what Checkpoint, TrainEndCheckpoint and LoadInitState
+        hold: every neuron, and the pruning masks) and one saved after fit (masks baked in,
+        dead neurons removed) both load: the network is first rebuilt to the saved layout.
+        Outside of fit, training then ends as after fit (masks baked in, the integer model
+        imported), so ``predict`` answers with the loaded network; an estimator that was
+        never fitted takes its sizes from the network (and a classifier the labels of its
+        outputs from ``classes``).
+        """
+        files = {
+            "f_params": f_params,
+            "f_optimizer": f_optimizer,
+            "f_criterion": f_criterion,
+            "f_history": f_history,
+            **kwargs,
+        }
+        if checkpoint is not None:
+            if not self.initialized_:
+                self.initialize()
+            if f_history is None and checkpoint.f_history is not None:
+                # the file names may be formatted with the history's epochs, as in skorch
+                self.history = History.from_file(checkpoint.f_history_)
+            given = {name: file for name, file in files.items() if file}
+            files = {**checkpoint.get_formatted_files(self), **given}
+        network_file = files.pop("f_params", None)
+        rebuild = (
+            network_file is not None
+            and self.initialized_
+            and isinstance(self.module_, SparseQuantNeuralNetwork)
+        )
+        if rebuild:
+            self.module_ = self._network_for_state(self._read_state(network_file, use_safetensors))
+            self.initialize_optimizer()
+            network_file = None
+        super().load_params(f_params=network_file, use_safetensors=use_safetensors, **files)
+        if rebuild and not self._in_training:
+            if not hasattr(self, "n_outputs_"):
+                self._adopt_network_sizes()
+            self._finish_training()
+
+    def _read_state(self, file, use_safetensors: bool) -> dict:
+        """A state dict as skorch's ``load_params`` reads it with torch."""
+        if use_safetensors:
+            raise ValueError("use_safetensors: these estimators read their network with torch.")
+        load_kwargs = self.torch_load_kwargs or {"weights_only": True}
+        return torch.load(file, map_location=get_map_location(self.device), **load_kwargs)
+
+    def _network_for_state(self, state: dict) -> SparseQuantNeuralNetwork:
+        """A network with this estimator's settings, in the layout of ``state`` (its hidden
+        widths, its masks if it was saved while training), holding that state."""
+        network = self.module_
+        n_hidden = len(network.linears) - 1
+        try:
+            hidden_widths = [len(state[f"linears.{index}.bias"]) for index in range(n_hidden)]
+        except KeyError as error:
+            raise ValueError(f"The saved state has no {error}: not a state of this network.")
+        init_kwargs = {
+            **network.init_kwargs,
+            "n_prune_neurons_percentage": network.n_prune_neurons_percentage,
+        }
+        try:
+            return _rebuild(init_kwargs, hidden_widths, state)
+        except RuntimeError as error:
+            raise ValueError(f"The saved state does not fit this network: {error}") from None
+
+    def _adopt_network_sizes(self) -> None:
+        """An estimator that was never fitted takes what fit would have set from its network."""
+        self.n_features_in_ = self.module_.init_kwargs["input_dim"]
+        self.n_outputs_ = self.module_.init_kwargs["n_outputs"]
+        self._declare_targets(self.n_outputs_)
 
     def prune(self, X, y, n_prune_neurons_percentage: float):
         """A copy with that fraction of hidden neurons removed and fine-tuned on (X, y)."""
@@ -198,8 +376,21 @@ class FHEEstimatorMixin:
         return module.fhe_circuit
 
     def _network_output(self, X, execute_in_fhe: bool, fhe: str | None) -> np.ndarray:
-        check_is_fitted(self)
+        """The integer model's output; during fit, the output of the network being trained.
+
+        The integer model is imported when training ends, so the scorers that skorch calls
+        during fit (``EpochScoring``, such as the classifier's ``valid_acc``) score the
+        trained (fake-quantized) network instead, in the clear, on what skorch hands them: a
+        dataset, the training rows or an array.
+        """
         mode = resolve_fhe_mode(execute_in_fhe, fhe)
+        if self._in_training:
+            if mode != "disable":
+                raise RuntimeError("During fit there is no circuit yet: use fhe='disable'.")
+            if not (is_dataset(X) or isinstance(X, Mapping)):
+                X = self._validate_X(X, reset=False)
+            return to_numpy(self.forward(X))
+        check_is_fitted(self)
         X = self._validate_X(X, reset=False)
         return self.quantized_module_.forward(X, fhe=mode, verbose=bool(self.verbose))
 

@@ -11,6 +11,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from ..postprocessing import softmax
 from .fhe_estimator import FHEEstimatorMixin, estimator_defaults
+from .row_weights import class_row_weights
 
 
 class NeuralNetClassifier(FHEEstimatorMixin, skorch.NeuralNetClassifier):
@@ -22,10 +23,19 @@ class NeuralNetClassifier(FHEEstimatorMixin, skorch.NeuralNetClassifier):
     Settings the integer model cannot run (an unknown ``module__`` name, a 1-bit grid, an
     activation without an integer form) raise ValueError in ``fit``, before training.
 
+    With ``train_split`` (e.g. skorch's ``ValidSplit(5)``), skorch's ``valid_acc`` and any
+    ``EpochScoring`` score the network as it trains; during fit, ``predict`` answers with
+    class indices, as skorch's encoded targets are.
+
     Parameters
     ----------
     random_state : int or None
         Seeds torch for the fit: the same seed gives the same model.
+    class_weight : None, "balanced" or dict
+        Weight of each class's rows in the loss, times ``sample_weight``: a dict
+        ``{label: weight}`` keyed by the labels of ``y`` (classes it leaves out weigh 1), or
+        ``"balanced"``: ``n_rows / (n_classes · count)`` over the classes of each ``fit`` (or
+        ``partial_fit``) call's ``y``. Invalid values raise ValueError in ``fit``.
     rounding_threshold_bits : int, "auto" or None
         Round every hidden accumulator before its table lookup (``round_bit_pattern``: cheaper
         bootstraps), and train with that rounding: the network learns around it, and the
@@ -38,35 +48,68 @@ class NeuralNetClassifier(FHEEstimatorMixin, skorch.NeuralNetClassifier):
         Any skorch ``NeuralNetClassifier`` argument.
     """
 
-    def __init__(self, random_state=None, rounding_threshold_bits="auto", **kwargs):
+    def __init__(
+        self, random_state=None, rounding_threshold_bits="auto", class_weight=None, **kwargs
+    ):
         kwargs = estimator_defaults(torch.nn.CrossEntropyLoss, kwargs)
         super().__init__(**kwargs)
         self._replace_torch_compile()
         self.random_state = random_state
         self.rounding_threshold_bits = rounding_threshold_bits
+        self.class_weight = class_weight
 
     @property
     def classes_(self):
         check_is_fitted(self, "label_encoder_")
         return self.label_encoder_.classes_
 
-    def _encode_target(self, y, n_samples):
+    def _encode_target(self, y, n_samples, new_targets: bool, classes=None):
+        """Class indices of ``y``. New targets take their classes from ``classes`` (a
+        ``partial_fit`` argument), else skorch's ``classes`` parameter, else ``y``; otherwise
+        the fitted classes stay, and a label outside them is refused."""
         y = column_or_1d(np.asarray(y), warn=True)
         if len(y) != n_samples:
             raise ValueError(f"X has {n_samples} samples but y has {len(y)}.")
         check_classification_targets(y)
-        self.label_encoder_ = LabelEncoder().fit(y if self.classes is None else self.classes)
-        if len(self.label_encoder_.classes_) < 2:
-            raise ValueError("The classifier needs at least 2 classes in y; got 1 class.")
+        if new_targets:
+            declared = self.classes if classes is None else classes
+            self.label_encoder_ = LabelEncoder().fit(y if declared is None else declared)
+            if len(self.classes_) < 2:
+                raise ValueError("The classifier needs at least 2 classes in y; got 1 class.")
+        elif classes is not None and not np.array_equal(np.unique(classes), self.classes_):
+            raise ValueError(
+                f"classes={list(classes)!r} differs from the classes fixed by the first "
+                f"partial_fit call, {self.classes_.tolist()!r}."
+            )
+        unknown = set(np.unique(y).tolist()) - set(self.classes_.tolist())
+        if unknown:
+            raise ValueError(
+                f"y has labels {sorted(unknown, key=str)!r} that are not among the classes "
+                f"{self.classes_.tolist()!r}; give every label to the first partial_fit call "
+                "(classes=[...]) or to the constructor (classes=[...])."
+            )
         return self.label_encoder_.transform(y).astype(np.int64), len(self.classes_)
+
+    def _target_weights(self, targets: np.ndarray) -> np.ndarray:
+        return class_row_weights(self.class_weight, targets, self.classes_)
+
+    def _declare_targets(self, n_outputs: int) -> None:
+        if self.classes is None or len(self.classes) != n_outputs:
+            raise ValueError(
+                f"This classifier was never fitted: give it classes=[...], the {n_outputs} "
+                "labels of the loaded network's outputs, in order."
+            )
+        self.label_encoder_ = LabelEncoder().fit(self.classes)
 
     def predict_proba(self, X, execute_in_fhe: bool = False, fhe: str | None = None):
         """Class probabilities from the integer model (``fhe``: disable, simulate, execute)."""
         return softmax(self._network_output(X, execute_in_fhe, fhe))
 
     def predict(self, X, execute_in_fhe: bool = False, fhe: str | None = None):
-        """Labels from the integer model, in the clear, simulated or encrypted."""
-        return self.classes_[self.predict_proba(X, execute_in_fhe, fhe).argmax(axis=1)]
+        """Labels from the integer model, in the clear, simulated or encrypted (during fit,
+        class indices from the network being trained: see the class docstring)."""
+        codes = self.predict_proba(X, execute_in_fhe, fhe).argmax(axis=1)
+        return codes if self._in_training else self.classes_[codes]
 
 
 class NeuralNetRegressor(FHEEstimatorMixin, skorch.NeuralNetRegressor):
@@ -83,7 +126,8 @@ class NeuralNetRegressor(FHEEstimatorMixin, skorch.NeuralNetRegressor):
         self.random_state = random_state
         self.rounding_threshold_bits = rounding_threshold_bits
 
-    def _encode_target(self, y, n_samples):
+    def _encode_target(self, y, n_samples, new_targets: bool, classes=None):
+        """float32 targets, one column per network output; a partial_fit keeps the columns."""
         y = np.asarray(y)
         if y.ndim not in (1, 2) or len(y) != n_samples:
             raise ValueError(
@@ -95,9 +139,17 @@ class NeuralNetRegressor(FHEEstimatorMixin, skorch.NeuralNetRegressor):
             raise ValueError(f"Regression targets must be numeric: {error}") from error
         if not np.all(np.isfinite(y)):
             raise ValueError("y contains NaN or infinity; clean or impute it first.")
+        y_2d = y.reshape(len(y), -1)
+        if not new_targets and y_2d.shape[1] != self.n_outputs_:
+            raise ValueError(
+                f"y has {y_2d.shape[1]} target columns; the network was fitted on "
+                f"{self.n_outputs_}."
+            )
         self.target_ndim_ = y.ndim
-        y = y.reshape(len(y), -1)
-        return y, y.shape[1]
+        return y_2d, y_2d.shape[1]
+
+    def _declare_targets(self, n_outputs: int) -> None:
+        self.target_ndim_ = 1 if n_outputs == 1 else 2
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

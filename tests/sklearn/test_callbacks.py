@@ -1,24 +1,32 @@
 """The pruning callbacks together: the network they hand back is the best one trained, within
-budget."""
+budget, chosen on a loss skorch records anyway."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 from skorch.callbacks import Callback
+from skorch.dataset import ValidSplit
 
 from qnn_sklearn import NeuralNetClassifier
-from qnn_sklearn.sklearn.callbacks import _evaluation_loss
 
 
-class _RecordLosses(Callback):
-    """Runs after the pruning callbacks (user callbacks follow the defaults)."""
+class _RecordEpochs(Callback):
+    """Runs after the pruning callbacks (user callbacks follow the defaults): the network's
+    output on ``X`` at each epoch's end, and at the start of each epoch once the pruning
+    callbacks are done with it; the neurons over budget at each epoch's end."""
+
+    def __init__(self, X):
+        self.X = X.astype(np.float32)
 
     def on_train_begin(self, net, **kwargs):
-        self.losses, self.over_budget = [], []
+        self.outputs, self.begin_outputs, self.over_budget = [], [], []
 
-    def on_epoch_end(self, net, dataset_train=None, **kwargs):
-        self.losses.append(_evaluation_loss(net, dataset_train))
+    def on_epoch_begin(self, net, **kwargs):
+        self.begin_outputs.append(net.forward(self.X))
+
+    def on_epoch_end(self, net, **kwargs):
+        self.outputs.append(net.forward(self.X))
         module = net.module_
         self.over_budget.append(
             sum(
@@ -37,15 +45,13 @@ class _SpoilLastEpoch(Callback):
                 net.module_.linears[-1].bias.copy_(torch.tensor([50.0, 0.0, 0.0]))
 
 
-def _training_loss(model, X, y) -> float:
-    logits = model.forward(X.astype(np.float32))
-    targets = torch.as_tensor(np.searchsorted(model.classes_, y))
-    return float(torch.nn.functional.cross_entropy(logits, targets))
+def _assert_same_output(model, X, expected):
+    torch.testing.assert_close(model.forward(X.astype(np.float32)), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_hands_back_an_earlier_state_when_the_last_epoch_is_worse(iris_split):
     X_train, _, y_train, _ = iris_split
-    record = _RecordLosses()
+    record = _RecordEpochs(X_train)
     model = NeuralNetClassifier(
         module__n_layers=2,
         max_epochs=6,
@@ -53,13 +59,15 @@ def test_hands_back_an_earlier_state_when_the_last_epoch_is_worse(iris_split):
         random_state=0,
         callbacks=[_SpoilLastEpoch(), record],
     ).fit(X_train, y_train)
-    assert record.losses[-1] > 2 * min(record.losses[:-1])  # the last epoch was spoiled
-    assert np.isclose(_training_loss(model, X_train, y_train), min(record.losses), rtol=1e-5)
+    losses = model.history[:, "train_loss"]
+    assert losses[-1] > 2 * min(losses[:-1])  # the last epoch was spoiled
+    # the permanent network (masks baked in) computes what the best epoch's network computed
+    _assert_same_output(model, X_train, record.outputs[int(np.argmin(losses))])
 
 
 def test_hands_back_the_lowest_training_loss_within_budget(iris_split):
     X_train, _, y_train, _ = iris_split
-    record = _RecordLosses()
+    record = _RecordEpochs(X_train)
     epochs = 20
     model = NeuralNetClassifier(
         module__n_layers=3,
@@ -73,14 +81,16 @@ def test_hands_back_the_lowest_training_loss_within_budget(iris_split):
 
     # every optimizer step is followed by the budget check: no epoch ends over budget
     assert record.over_budget == [0] * epochs
-    losses = record.losses
+    losses = model.history[:, "train_loss"]
     assert len(set(losses)) > 1  # the loss did move, so there was a choice
-    # the last refresh is at the end of epoch 9 of 20 (the 10th would reach half the epochs);
-    # training goes on from the best state so far, whose loss the recorder measures there
-    last_refresh = epochs // 2 - 1
-    assert np.isclose(losses[last_refresh - 1], min(losses[:last_refresh]), rtol=1e-6)
-    # the permanent network (dead neurons dropped) computes what the best state computed
-    assert np.isclose(_training_loss(model, X_train, y_train), min(losses), rtol=1e-5)
+    # the masks are refreshed after epochs 0-9 (half the epochs); the fixed-mask epochs
+    # start from the best of those, restored as epoch 10 begins
+    first_fixed = epochs // 2
+    best_refresh_epoch = int(np.argmin(losses[:first_fixed]))
+    torch.testing.assert_close(
+        record.begin_outputs[first_fixed], record.outputs[best_refresh_epoch]
+    )
+    _assert_same_output(model, X_train, record.outputs[int(np.argmin(losses))])
 
 
 def test_best_state_is_restored_after_the_masks_last_refresh_whatever_its_fraction(iris_split):
@@ -110,7 +120,48 @@ def test_best_state_is_restored_after_the_masks_last_refresh_whatever_its_fracti
         callbacks=[("record", _RecordRefreshesAndRestores())],
         callbacks__pruning_masks__refresh_fraction=0.3,
     ).fit(X_train.astype(np.float32), y_train)
-    # refreshes stop before the default fraction's (half the epochs) would
-    assert refreshed_at and max(refreshed_at) < 5
+    # refreshes (as epochs 2-4 begin) stop before the default fraction's would
+    assert refreshed_at == [2, 3, 4]
     # the best state comes back right after the last refresh, and again when training ends
-    assert restored_at == [max(refreshed_at), 10]
+    assert restored_at == [4, 10]
+
+
+def test_the_best_state_is_chosen_without_a_pass_of_its_own(iris_split):
+    """With a validation split, the state handed back is that of the lowest valid_loss, and
+    each epoch runs the network on the training and validation rows once, nothing more."""
+    X_train, _, y_train, _ = iris_split
+    rows_per_epoch = []
+
+    class _CountRows(Callback):
+        """Rows the network computes from an epoch's start to its end (callbacks included)."""
+
+        def on_train_begin(self, net, **kwargs):
+            forward = net.module_.forward
+            self.rows = 0
+
+            def counting_forward(x):
+                self.rows += len(x)
+                return forward(x)
+
+            net.module_.forward = counting_forward
+
+        def on_epoch_begin(self, net, **kwargs):
+            self.rows = 0
+
+        def on_epoch_end(self, net, **kwargs):
+            rows_per_epoch.append(self.rows)
+
+    params = {
+        "module__n_layers": 2,
+        "max_epochs": 8,
+        "lr": 0.05,
+        "random_state": 0,
+        "train_split": ValidSplit(4, stratified=True),
+    }
+    NeuralNetClassifier(callbacks=[_CountRows()], **params).fit(X_train, y_train)
+    assert rows_per_epoch == [len(X_train)] * 8  # 84 training rows and 28 validation rows
+    record = _RecordEpochs(X_train)
+    model = NeuralNetClassifier(callbacks=[record], **params).fit(X_train, y_train)
+    valid_losses = model.history[:, "valid_loss"]
+    assert int(np.argmin(valid_losses)) < 7  # the last epoch was not the best
+    _assert_same_output(model, X_train, record.outputs[int(np.argmin(valid_losses))])
