@@ -241,9 +241,7 @@ class QuantizedModule:
         q_x = self.quantize_input(inputset)
         self.calibrate(q_x)
         grid = self.input_quantizer.options.grid
-        extremes = np.stack(
-            [np.zeros(q_x.shape[1:], np.int64), np.full(q_x.shape[1:], grid.span)]
-        )
+        extremes = np.stack([np.zeros(q_x.shape[1:], np.int64), np.full(q_x.shape[1:], grid.span)])
         rng = np.random.default_rng(0)
         sample = q_x[rng.permutation(len(q_x))[:_COMPILE_SAMPLE_ROWS]]
         compile_set = np.concatenate([extremes, sample])

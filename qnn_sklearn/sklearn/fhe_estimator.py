@@ -9,10 +9,10 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 from scipy import sparse
-from skorch.history import History
-from skorch.utils import get_map_location, is_dataset, to_numpy
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted, validate_data
+from skorch.history import History
+from skorch.utils import get_map_location, is_dataset, to_numpy
 
 from ..quantization.bounds import check_certified_bits
 from ..quantization.module import FHE_MODES
@@ -23,6 +23,7 @@ from .callbacks import pruning_callbacks
 from .module_checks import check_activation_imports, check_module_params
 from .row_weights import INPUTS, WEIGHTS, row_weights, weighted_mean, weighted_rows
 from .saving import dump
+from .training_threads import training_threads
 
 MODULE_DEFAULTS = {"n_layers": 3}
 """Module arguments with a default here; ``input_dim`` and ``n_outputs`` come from the data."""
@@ -191,11 +192,12 @@ class FHEEstimatorMixin:
         with torch.random.fork_rng():
             if self.random_state is not None:
                 torch.manual_seed(self.random_state)
-            if reinitialize:
+            if reinitialize or not self.initialized_:
                 self.initialize()
             self._in_training = True
             try:
-                super().partial_fit(weighted_rows(X, weights), y_torch, **fit_params)
+                with training_threads(self.module_):
+                    super().partial_fit(weighted_rows(X, weights), y_torch, **fit_params)
             finally:
                 self._in_training = False
         self._finish_training()
@@ -318,7 +320,9 @@ class FHEEstimatorMixin:
         try:
             hidden_widths = [len(state[f"linears.{index}.bias"]) for index in range(n_hidden)]
         except KeyError as error:
-            raise ValueError(f"The saved state has no {error}: not a state of this network.")
+            raise ValueError(
+                f"The saved state has no {error}: not a state of this network."
+            ) from error
         init_kwargs = {
             **network.init_kwargs,
             "n_prune_neurons_percentage": network.n_prune_neurons_percentage,
@@ -356,9 +360,16 @@ class FHEEstimatorMixin:
         configuration=None,
         verbose: bool = False,
     ):
-        """Build the FHE circuit, calibrated on ``X``; returns it (also ``fhe_circuit_``)."""
+        """Build the FHE circuit, calibrated on ``X``; returns it (also ``fhe_circuit_``).
+
+        Without ``p_error`` and ``global_p_error``, an estimator read by ``load`` compiles with
+        the error probabilities it was saved with (``saved_compile_options_``).
+        """
         check_is_fitted(self)
         X = self._validate_X(X, reset=False)
+        saved = getattr(self, "saved_compile_options_", None)
+        if saved is not None and p_error is None and global_p_error is None:
+            p_error, global_p_error = saved.p_error, saved.global_p_error
         return self.quantized_module_.compile(
             X,
             configuration=configuration,

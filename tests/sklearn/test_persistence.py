@@ -186,6 +186,10 @@ def test_the_error_probabilities_of_the_last_compile_are_saved(classifier, data)
     assert _manifest(compiled)["compile_options"] == {"p_error": 2**-10, "global_p_error": None}
     loaded = _round_trip(compiled)
     assert loaded.saved_compile_options_ == CompileOptions(p_error=2**-10)
+    # compile() without error probabilities uses the saved ones; given ones win
+    recompiled = copy.deepcopy(loaded)
+    recompiled.compile(X[:10])
+    assert recompiled.quantized_module_.compile_options == CompileOptions(p_error=2**-10)
     # kept by a dump before compiling again, replaced by the next compile's
     assert _manifest(loaded)["compile_options"]["p_error"] == 2**-10
     loaded.compile(X[:10], global_p_error=1e-3)

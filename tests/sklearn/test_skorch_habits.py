@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 from scipy import sparse
-from skorch.callbacks import Checkpoint, EarlyStopping, EpochScoring, LRScheduler
-from skorch.dataset import ValidSplit
 from sklearn.compose import ColumnTransformer
 from sklearn.datasets import make_classification
 from sklearn.metrics import recall_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from skorch.callbacks import Checkpoint, EarlyStopping, EpochScoring, LRScheduler
+from skorch.dataset import ValidSplit
 
 from qnn_sklearn import NeuralNetClassifier, NeuralNetRegressor
 from qnn_sklearn.sklearn import fhe_estimator
