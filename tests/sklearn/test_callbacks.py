@@ -1,5 +1,6 @@
 """The pruning callbacks together: the network they hand back is the best one trained, within
-budget, chosen on a loss skorch records anyway."""
+budget, chosen on the validation loss or, without a split, on the loss of each epoch's final
+network (``train_eval_loss``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from skorch.callbacks import Callback
 from skorch.dataset import ValidSplit
 
 from qnn_sklearn import NeuralNetClassifier
+from qnn_sklearn.sklearn import callbacks
 
 
 class _RecordEpochs(Callback):
@@ -45,6 +47,27 @@ class _SpoilLastEpoch(Callback):
                 net.module_.linears[-1].bias.copy_(torch.tensor([50.0, 0.0, 0.0]))
 
 
+class _CountRows(Callback):
+    """Rows the network computes from an epoch's start to its end (callbacks included)."""
+
+    def on_train_begin(self, net, **kwargs):
+        forward = net.module_.forward
+        self.rows = 0
+
+        def counting_forward(x):
+            self.rows += len(x)
+            return forward(x)
+
+        net.module_.forward = counting_forward
+        self.per_epoch = []
+
+    def on_epoch_begin(self, net, **kwargs):
+        self.rows = 0
+
+    def on_epoch_end(self, net, **kwargs):
+        self.per_epoch.append(self.rows)
+
+
 def _assert_same_output(model, X, expected):
     torch.testing.assert_close(model.forward(X.astype(np.float32)), expected, rtol=1e-5, atol=1e-5)
 
@@ -59,7 +82,7 @@ def test_hands_back_an_earlier_state_when_the_last_epoch_is_worse(iris_split):
         random_state=0,
         callbacks=[_SpoilLastEpoch(), record],
     ).fit(X_train, y_train)
-    losses = model.history[:, "train_loss"]
+    losses = model.history[:, "train_eval_loss"]
     assert losses[-1] > 2 * min(losses[:-1])  # the last epoch was spoiled
     # the permanent network (masks baked in) computes what the best epoch's network computed
     _assert_same_output(model, X_train, record.outputs[int(np.argmin(losses))])
@@ -81,7 +104,7 @@ def test_hands_back_the_lowest_training_loss_within_budget(iris_split):
 
     # every optimizer step is followed by the budget check: no epoch ends over budget
     assert record.over_budget == [0] * epochs
-    losses = model.history[:, "train_loss"]
+    losses = model.history[:, "train_eval_loss"]
     assert len(set(losses)) > 1  # the loss did move, so there was a choice
     # the masks are refreshed after epochs 0-9 (half the epochs); the fixed-mask epochs
     # start from the best of those, restored as epoch 10 begins
@@ -126,30 +149,10 @@ def test_best_state_is_restored_after_the_masks_last_refresh_whatever_its_fracti
     assert restored_at == [4, 10]
 
 
-def test_the_best_state_is_chosen_without_a_pass_of_its_own(iris_split):
+def test_with_a_validation_split_the_best_state_needs_no_pass_of_its_own(iris_split):
     """With a validation split, the state handed back is that of the lowest valid_loss, and
     each epoch runs the network on the training and validation rows once, nothing more."""
     X_train, _, y_train, _ = iris_split
-    rows_per_epoch = []
-
-    class _CountRows(Callback):
-        """Rows the network computes from an epoch's start to its end (callbacks included)."""
-
-        def on_train_begin(self, net, **kwargs):
-            forward = net.module_.forward
-            self.rows = 0
-
-            def counting_forward(x):
-                self.rows += len(x)
-                return forward(x)
-
-            net.module_.forward = counting_forward
-
-        def on_epoch_begin(self, net, **kwargs):
-            self.rows = 0
-
-        def on_epoch_end(self, net, **kwargs):
-            rows_per_epoch.append(self.rows)
 
     params = {
         "module__n_layers": 2,
@@ -158,10 +161,24 @@ def test_the_best_state_is_chosen_without_a_pass_of_its_own(iris_split):
         "random_state": 0,
         "train_split": ValidSplit(4, stratified=True),
     }
-    NeuralNetClassifier(callbacks=[_CountRows()], **params).fit(X_train, y_train)
-    assert rows_per_epoch == [len(X_train)] * 8  # 84 training rows and 28 validation rows
+    count = _CountRows()
+    NeuralNetClassifier(callbacks=[count], **params).fit(X_train, y_train)
+    assert count.per_epoch == [len(X_train)] * 8  # 84 training rows and 28 validation rows
     record = _RecordEpochs(X_train)
     model = NeuralNetClassifier(callbacks=[record], **params).fit(X_train, y_train)
     valid_losses = model.history[:, "valid_loss"]
     assert int(np.argmin(valid_losses)) < 7  # the last epoch was not the best
     _assert_same_output(model, X_train, record.outputs[int(np.argmin(valid_losses))])
+
+
+def test_without_a_split_the_evaluation_pass_is_bounded(iris_split, monkeypatch):
+    """Without a validation split each epoch's network is measured on at most
+    EVALUATION_ROWS training rows, spread over the set, so a large set costs a sample only."""
+    monkeypatch.setattr(callbacks, "EVALUATION_ROWS", 30)
+    X_train, _, y_train, _ = iris_split
+    count = _CountRows()
+    model = NeuralNetClassifier(
+        module__n_layers=2, max_epochs=3, random_state=0, callbacks=[count]
+    ).fit(X_train.astype(np.float32), y_train)
+    assert count.per_epoch == [len(X_train) + 30] * 3
+    assert len(model.history[:, "train_eval_loss"]) == 3
