@@ -27,12 +27,14 @@ demo: install
 	$(BIN)/python examples/demo.py
 
 bench: install
+	$(BIN)/pip install --quiet -e ".[bench]"
 	test -f benchmarks/results/pbs_floor.json || $(BIN)/python benchmarks/pbs_floor.py
 	$(BIN)/python benchmarks/run.py
 
 bench-smoke: install
 	$(BIN)/python benchmarks/run.py --smoke
 	$(BIN)/python benchmarks/service_faults.py --smoke
+	$(BIN)/python benchmarks/robustness.py --smoke
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

