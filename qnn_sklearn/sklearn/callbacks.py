@@ -86,11 +86,11 @@ class BestTrainingState(Callback):
 
     With a validation split (``train_split``) the loss is skorch's ``valid_loss``. Without
     one, it is the loss of the epoch's final network, in evaluation mode, on at most
-    ``EVALUATION_ROWS`` training rows (a fixed sample), recorded as ``train_eval_loss``. The mean of the epoch's batch losses
-    that skorch records (``train_loss``) is no substitute: it averages networks that moved
-    during the epoch, and choosing by it cost breast_cancer 2.8 points on its worst seed of
-    three (0.944 → 0.916 at the defaults). The sample bounds this pass: all of a small set,
-    a few percent of an epoch on a large one.
+    ``EVALUATION_ROWS`` training rows (a fixed sample), recorded as ``train_eval_loss``. The
+    mean of the epoch's batch losses that skorch records (``train_loss``) is no substitute:
+    it averages networks that moved during the epoch, and choosing by it cost breast_cancer
+    2.8 points on its worst seed of three (0.944 → 0.916 at the defaults). The sample bounds
+    this pass: all of a small set, a few percent of an epoch on a large one.
 
     The fixed-mask epochs start from the best state of the refresh epochs (restored as the
     first of them begins, when :class:`PruningMasks` says its last refresh happened:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import copy
-import warnings
 from collections.abc import Mapping
 
 import numpy as np
 import torch
-from scipy import sparse
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted, validate_data
 from skorch.history import History
@@ -18,21 +16,23 @@ from ..quantization.bounds import check_certified_bits
 from ..quantization.module import FHE_MODES
 from ..quantization.tabulation import bootstraps
 from ..torch import build_brevitas_qat_model
-from ..torch.network import SparseQuantNeuralNetwork, _rebuild
+from ..torch.network import SparseQuantNeuralNetwork
 from .callbacks import pruning_callbacks
+from .dense_rows import dense_rows
 from .module_checks import check_activation_imports, check_module_params
-from .row_weights import INPUTS, WEIGHTS, row_weights, weighted_mean, weighted_rows
+from .row_weights import (
+    INPUTS,
+    WEIGHTS,
+    row_weights,
+    takes_reduction,
+    weighted_loss,
+    weighted_rows,
+)
 from .saving import dump
 from .training_threads import training_threads
 
 MODULE_DEFAULTS = {"n_layers": 3}
 """Module arguments with a default here; ``input_dim`` and ``n_outputs`` come from the data."""
-
-DENSIFY_WARNING_BYTES = 2**28
-"""Size (bytes, as float32) above which densifying a sparse X warns. The network reads every
-entry anyway (a dense first layer; the integer model's client quantizes every feature), so a
-sparse X is made dense, which costs memory only; a copy above 256 MiB is worth a warning on
-the small machines these models train on."""
 
 
 def estimator_defaults(criterion, kwargs: dict) -> dict:
@@ -98,7 +98,7 @@ class FHEEstimatorMixin:
 
     def get_params_for(self, prefix):
         params = super().get_params_for(prefix)
-        if prefix == "criterion":
+        if prefix == "criterion" and takes_reduction(self.criterion):
             # get_loss averages the per-row losses with the rows' weights
             return {**params, "reduction": "none"}
         if prefix == "module" and isinstance(self.module, type):
@@ -125,8 +125,7 @@ class FHEEstimatorMixin:
         """The criterion's per-row losses, averaged with the rows' weights (``sample_weight``
         times ``class_weight``); equal weights give the criterion's mean."""
         losses = super().get_loss(y_pred, y_true, X=X, training=training)
-        weights = X[WEIGHTS] if isinstance(X, Mapping) else torch.ones(len(losses))
-        return weighted_mean(losses, weights.to(losses))
+        return weighted_loss(losses, X[WEIGHTS] if isinstance(X, Mapping) else None, self.criterion)
 
     def initialize_module(self):
         """skorch's, then a check that the integer model will import the network's activation
@@ -151,20 +150,9 @@ class FHEEstimatorMixin:
     (see :meth:`_network_output`)."""
 
     def _validate_X(self, X, reset: bool) -> np.ndarray:
-        """Validated float32 rows; a scipy sparse X is made dense (with a warning above
-        ``DENSIFY_WARNING_BYTES``)."""
+        """Validated float32 rows (a scipy sparse X made dense: :func:`dense_rows`)."""
         X = validate_data(self, X, reset=reset, accept_sparse=True, dtype=[np.float64, np.float32])
-        if sparse.issparse(X):
-            n_bytes = 4 * X.shape[0] * X.shape[1]
-            if n_bytes > DENSIFY_WARNING_BYTES:
-                warnings.warn(
-                    f"X is sparse; {type(self).__name__} makes it dense ({n_bytes / 2**20:.0f} "
-                    "MiB as float32). Select or reduce features (e.g. fewer one-hot "
-                    "categories) to use less memory.",
-                    stacklevel=3,
-                )
-            X = X.toarray()
-        return X.astype(np.float32)
+        return dense_rows(X, type(self).__name__)
 
     def _target_weights(self, targets: np.ndarray) -> np.ndarray | float:
         """How much each row counts for its target: 1 (the classifier weighs classes)."""
@@ -296,7 +284,7 @@ class FHEEstimatorMixin:
             and isinstance(self.module_, SparseQuantNeuralNetwork)
         )
         if rebuild:
-            self.module_ = self._network_for_state(self._read_state(network_file, use_safetensors))
+            self.module_ = self.module_.with_state(self._read_state(network_file, use_safetensors))
             self.initialize_optimizer()
             network_file = None
         super().load_params(f_params=network_file, use_safetensors=use_safetensors, **files)
@@ -311,26 +299,6 @@ class FHEEstimatorMixin:
             raise ValueError("use_safetensors: these estimators read their network with torch.")
         load_kwargs = self.torch_load_kwargs or {"weights_only": True}
         return torch.load(file, map_location=get_map_location(self.device), **load_kwargs)
-
-    def _network_for_state(self, state: dict) -> SparseQuantNeuralNetwork:
-        """A network with this estimator's settings, in the layout of ``state`` (its hidden
-        widths, its masks if it was saved while training), holding that state."""
-        network = self.module_
-        n_hidden = len(network.linears) - 1
-        try:
-            hidden_widths = [len(state[f"linears.{index}.bias"]) for index in range(n_hidden)]
-        except KeyError as error:
-            raise ValueError(
-                f"The saved state has no {error}: not a state of this network."
-            ) from error
-        init_kwargs = {
-            **network.init_kwargs,
-            "n_prune_neurons_percentage": network.n_prune_neurons_percentage,
-        }
-        try:
-            return _rebuild(init_kwargs, hidden_widths, state)
-        except RuntimeError as error:
-            raise ValueError(f"The saved state does not fit this network: {error}") from None
 
     def _adopt_network_sizes(self) -> None:
         """An estimator that was never fitted takes what fit would have set from its network."""

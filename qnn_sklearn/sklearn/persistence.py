@@ -31,7 +31,7 @@ from sklearn.preprocessing import LabelEncoder
 
 from .. import file_format, safe_zip
 from ..quantization.compile_options import CompileOptions
-from ..torch.network import SparseQuantNeuralNetwork, _rebuild
+from ..torch.network import SparseQuantNeuralNetwork, rebuild_network
 from .qnn import NeuralNetClassifier, NeuralNetRegressor
 from .saved_network import (
     check_rounding_plan,
@@ -118,7 +118,7 @@ def load(file, trusted: Iterable | None = None) -> Estimator:
     # skorch's initialize() builds a network from these before the saved one replaces it.
     network_widths(estimator.get_params_for("module"), "the module__ parameters and fitted sizes")
     try:
-        network = _rebuild(init_kwargs, widths[1:-1], state).eval()
+        network = rebuild_network(init_kwargs, widths[1:-1], state).eval()
     except RuntimeError as error:
         raise ValueError(
             f"{MANIFEST}: network.state does not fit network.init_kwargs: {error}"

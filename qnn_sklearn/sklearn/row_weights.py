@@ -8,6 +8,7 @@ criterion's per-row losses with the weights (:func:`weighted_mean`).
 
 from __future__ import annotations
 
+import inspect
 import numbers
 from collections.abc import Mapping
 
@@ -95,3 +96,33 @@ def weighted_mean(losses: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     averaged first). A batch whose rows all weigh 0 gives 0, and no gradient."""
     losses = losses.reshape(len(losses), -1).mean(dim=1)
     return (losses * weights).sum() / weights.sum().clamp_min(torch.finfo(weights.dtype).tiny)
+
+
+def takes_reduction(criterion) -> bool:
+    """Whether the criterion class takes ``reduction`` (torch's losses do; a user's may not).
+    The estimators then ask it for per-row losses (``reduction="none"``) to weigh them."""
+    if not isinstance(criterion, type):
+        return False
+    try:
+        return "reduction" in inspect.signature(criterion).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def weighted_loss(losses: torch.Tensor, weights: torch.Tensor | None, criterion) -> torch.Tensor:
+    """The batch's loss: per-row ``losses`` averaged with the rows' ``weights`` (None: equal).
+
+    A criterion without ``reduction`` gives the batch's loss already, which is kept when every
+    row weighs the same; different weights then raise ValueError naming the fix.
+    """
+    if losses.dim() == 0:
+        if weights is not None and not bool(torch.all(weights == weights[0])):
+            raise ValueError(
+                f"sample_weight and class_weight need a criterion that takes "
+                f"reduction='none'; {criterion!r} does not. Add that argument to it, or train "
+                "without row weights."
+            )
+        return losses
+    if weights is None:
+        weights = torch.ones(len(losses))
+    return weighted_mean(losses, weights.to(losses))

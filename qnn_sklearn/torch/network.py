@@ -284,6 +284,23 @@ class SparseQuantNeuralNetwork(NeuronPruning, nn.Module):
     def hidden_widths(self) -> list[int]:
         return [linear.out_features for linear in self.linears[:-1]]
 
+    def with_state(self, state_dict: dict) -> SparseQuantNeuralNetwork:
+        """A network with this one's arguments, in the layout of ``state_dict`` and holding it
+        (what ``load_params`` needs: a checkpoint may hold masks, or pruned widths)."""
+        n_hidden = len(self.linears) - 1
+        try:
+            widths = [len(state_dict[f"linears.{index}.bias"]) for index in range(n_hidden)]
+        except KeyError as error:
+            raise ValueError(f"The state has no {error}: not a state of this network.") from None
+        init_kwargs = {
+            **self.init_kwargs,
+            "n_prune_neurons_percentage": self.n_prune_neurons_percentage,
+        }
+        try:
+            return rebuild_network(init_kwargs, widths, state_dict)
+        except RuntimeError as error:
+            raise ValueError(f"The state does not fit this network: {error}") from None
+
     def __reduce__(self):
         """Brevitas quantizers are not picklable: rebuild from arguments, widths and state."""
         init_kwargs = {
@@ -291,7 +308,7 @@ class SparseQuantNeuralNetwork(NeuronPruning, nn.Module):
             # prune() changes the percentage of a built network.
             "n_prune_neurons_percentage": self.n_prune_neurons_percentage,
         }
-        return (_rebuild, (init_kwargs, self.hidden_widths(), self.state_dict()))
+        return (rebuild_network, (init_kwargs, self.hidden_widths(), self.state_dict()))
 
 
 def layer_widths(input_dim: int, n_layers: int, n_outputs: int, multiplier: int) -> list[int]:
@@ -300,7 +317,10 @@ def layer_widths(input_dim: int, n_layers: int, n_outputs: int, multiplier: int)
     return [input_dim, *[input_dim * multiplier] * (n_layers - 1), n_outputs]
 
 
-def _rebuild(init_kwargs, hidden_widths, state_dict):
+def rebuild_network(init_kwargs, hidden_widths, state_dict) -> SparseQuantNeuralNetwork:
+    """The network of these constructor arguments in the layout of ``state_dict``: its hidden
+    widths (pruning changes them) and, if it was saved while training, its masks.
+    RuntimeError if the state does not fit."""
     module = SparseQuantNeuralNetwork(**init_kwargs)
     widths = [init_kwargs["input_dim"], *hidden_widths, init_kwargs["n_outputs"]]
     for index, linear in enumerate(module.linears):

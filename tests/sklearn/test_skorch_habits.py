@@ -16,7 +16,7 @@ from skorch.callbacks import Checkpoint, EarlyStopping, EpochScoring, LRSchedule
 from skorch.dataset import ValidSplit
 
 from qnn_sklearn import NeuralNetClassifier, NeuralNetRegressor
-from qnn_sklearn.sklearn import fhe_estimator
+from qnn_sklearn.sklearn import dense_rows
 
 SMALL = {"module__n_layers": 2, "lr": 0.02, "random_state": 0}
 
@@ -150,6 +150,23 @@ def test_invalid_sample_weight(iris_split, sample_weight, message):
         NeuralNetClassifier(max_epochs=1).fit(X_train, y_train, sample_weight=sample_weight)
 
 
+class _MeanOnlyLoss(torch.nn.Module):
+    """A user's criterion that always averages (it takes no ``reduction``)."""
+
+    def forward(self, output, target):
+        return torch.nn.functional.cross_entropy(output, target)
+
+
+def test_a_criterion_without_reduction_trains_but_refuses_row_weights(iris_split):
+    X_train, _, y_train, _ = iris_split
+    model = NeuralNetClassifier(criterion=_MeanOnlyLoss, max_epochs=2, **SMALL)
+    model.fit(X_train, y_train)
+    assert np.isfinite(model.history[-1, "train_loss"])
+    weights = np.where(y_train == y_train[0], 2.0, 1.0)
+    with pytest.raises(ValueError, match="reduction='none'"):
+        model.fit(X_train, y_train, sample_weight=weights)
+
+
 def test_balanced_class_weight_raises_the_minority_recall():
     X, y = make_classification(
         n_samples=800, n_features=6, weights=[0.9, 0.1], class_sep=0.6, random_state=0
@@ -219,7 +236,7 @@ def test_one_hot_columns_from_a_column_transformer():
 
 def test_densifying_a_large_sparse_X_warns(iris_split, monkeypatch):
     X_train, _, y_train, _ = iris_split
-    monkeypatch.setattr(fhe_estimator, "DENSIFY_WARNING_BYTES", 100)
+    monkeypatch.setattr(dense_rows, "DENSIFY_WARNING_BYTES", 100)
     with pytest.warns(UserWarning, match="makes it dense"):
         NeuralNetClassifier(max_epochs=1).fit(sparse.csr_matrix(X_train), y_train)
 
