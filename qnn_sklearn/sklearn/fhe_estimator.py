@@ -35,24 +35,6 @@ MODULE_DEFAULTS = {"n_layers": 3}
 """Module arguments with a default here; ``input_dim`` and ``n_outputs`` come from the data."""
 
 
-def estimator_defaults(criterion, kwargs: dict) -> dict:
-    """skorch arguments of both estimators (quiet, shuffled, no hold-out split), then the
-    user's ``kwargs`` on top."""
-    defaults = {
-        "criterion": criterion,
-        "module": SparseQuantNeuralNetwork,
-        "optimizer": torch.optim.Adam,
-        "lr": 1e-3,
-        "max_epochs": 50,
-        "batch_size": 64,
-        "train_split": None,
-        "verbose": 0,
-        "iterator_train__shuffle": True,
-        "torch_load_kwargs": {"weights_only": False},
-    }
-    return {**defaults, **kwargs}
-
-
 def resolve_fhe_mode(execute_in_fhe: bool, fhe: str | None) -> str:
     """``fhe`` wins; ``execute_in_fhe=True`` is the older spelling of ``fhe="execute"``."""
     if fhe is None:

@@ -10,8 +10,27 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from ..postprocessing import softmax
-from .fhe_estimator import FHEEstimatorMixin, estimator_defaults
+from ..torch.network import SparseQuantNeuralNetwork
+from .fhe_estimator import FHEEstimatorMixin
 from .row_weights import class_row_weights
+
+
+def estimator_defaults(criterion, kwargs: dict) -> dict:
+    """skorch arguments of both estimators (quiet, shuffled, no hold-out split), then the
+    user's ``kwargs`` on top."""
+    defaults = {
+        "criterion": criterion,
+        "module": SparseQuantNeuralNetwork,
+        "optimizer": torch.optim.Adam,
+        "lr": 1e-3,
+        "max_epochs": 50,
+        "batch_size": 64,
+        "train_split": None,
+        "verbose": 0,
+        "iterator_train__shuffle": True,
+        "torch_load_kwargs": {"weights_only": False},
+    }
+    return {**defaults, **kwargs}
 
 
 class NeuralNetClassifier(FHEEstimatorMixin, skorch.NeuralNetClassifier):
