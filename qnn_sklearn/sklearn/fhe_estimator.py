@@ -97,6 +97,15 @@ class FHEEstimatorMixin:
             params.setdefault("rounding_threshold_bits", self.rounding_threshold_bits)
         return params
 
+    def _set_training(self, training=True):
+        """skorch's, skipped for a module already in that mode: skorch sets the mode before
+        every step, and ``train()`` walks each of the Brevitas network's hundreds of
+        submodules (2 ms a call, 12% of a breast_cancer fit)."""
+        for name in self._modules + self._criteria:
+            module = getattr(self, name + "_")
+            if isinstance(module, torch.nn.Module) and module.training != training:
+                module.train(training)
+
     def infer(self, x, **fit_params):
         """skorch's, given the inputs of the training rows only (not their weights)."""
         if isinstance(x, Mapping):
