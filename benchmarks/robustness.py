@@ -21,8 +21,9 @@ Usage::
   on breast_cancer and ``make_classification(100_000, 50)``, and each fit's wall time (10
   epochs; the issue's bound for the large one is 5 minutes).
 
-Results: results/robustness.json and results/ROBUSTNESS.md (``--smoke``: *_smoke.*). Torch runs
-one intra-op thread, the same for both sides of every ratio; run alone on the machine.
+Results: results/robustness.json and results/ROBUSTNESS.md (``--smoke``: *_smoke.*), saved after
+every row. The speed part runs both sides on one torch thread; the other parts let the estimator
+choose (sklearn/training_threads.py). Run alone on the machine.
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ import itertools
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -75,14 +78,13 @@ SPEED_EPOCHS = 10
 LARGE_ROWS, LARGE_FEATURES = 100_000, 50
 
 
-def sweep_rows(smoke: bool) -> list[dict]:
+def sweep_rows(smoke: bool, grid_values: dict) -> Iterator[dict]:
     X_train, X_test, y_train, y_test = (
         part.astype(np.float32) if part.dtype.kind == "f" else part for part in checkerboard()
     )
-    grid = list(itertools.product(*SWEEP.values(), SWEEP_SEEDS))
+    grid = list(itertools.product(*(grid_values[name] for name in (*SWEEP, "seeds"))))
     if smoke:
         grid, X_train, y_train = [(3e-3, 128, 2, 0)], X_train[:1000], y_train[:1000]
-    rows = []
     for lr, batch_size, epochs, seed in grid:
         params = {
             **CHECKERBOARD_NETWORK,
@@ -105,14 +107,11 @@ def sweep_rows(smoke: bool) -> list[dict]:
             "integer_eq_torch": float(np.mean(integer == torch_pred)),
             "train_s": seconds,
         }
-        print(json.dumps(row), flush=True)
-        rows.append(row)
-    return rows
+        yield row
 
 
-def defaults_rows(smoke: bool, floor: dict | None) -> list[dict]:
-    names = ("iris",) if smoke else DEFAULT_TASKS + REGRESSION_TASKS
-    rows = []
+def defaults_rows(smoke: bool, floor: dict | None, names: list[str]) -> Iterator[dict]:
+    names = ("iris",) if smoke else names
     for name in names:
         task = TASKS[name]
         X_train, X_test, y_train, y_test = load(name)
@@ -138,9 +137,7 @@ def defaults_rows(smoke: bool, floor: dict | None) -> list[dict]:
         }
         row["gap"] = row["mlp"] - row["ours"]
         row["within_target"] = row["gap"] <= DEFAULTS_MARGIN[task.kind]
-        print(json.dumps(row), flush=True)
-        rows.append(row)
-    return rows
+        yield row
 
 
 def _float_twin(model, X, y, epochs: int):
@@ -176,14 +173,24 @@ def _ms_per_step(net, n_rows: int) -> float:
     return 1e3 * float(np.mean(net.history[:, "dur"])) / np.ceil(n_rows / net.batch_size)
 
 
-def speed_rows(smoke: bool) -> list[dict]:
+def speed_rows(smoke: bool) -> Iterator[dict]:
+    """Both sides on one torch thread: a ratio of like with like (the estimator would pick one
+    thread for these small networks anyway; plain skorch would take torch's default)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield from _speed_rows(smoke)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _speed_rows(smoke: bool) -> Iterator[dict]:
     epochs = 1 if smoke else SPEED_EPOCHS
     X_small, _, y_small, _ = load("breast_cancer")
     X_large, y_large = make_classification(
         n_samples=2_000 if smoke else LARGE_ROWS, n_features=LARGE_FEATURES, random_state=0
     )
     X_large = X_large.astype(np.float32)
-    rows = []
     for name, X, y in (
         ("breast_cancer", X_small, y_small),
         ("make_classification", X_large, y_large),
@@ -204,17 +211,22 @@ def speed_rows(smoke: bool) -> list[dict]:
             "plain_ms_per_step": _ms_per_step(plain, len(X)),
         }
         row["step_ratio"] = row["ours_ms_per_step"] / row["plain_ms_per_step"]
-        print(json.dumps(row), flush=True)
-        rows.append(row)
-    return rows
+        yield row
+
+
+def _provenance(part: dict) -> str:
+    return f"`{part['command']}` at {part['commit']}; {part['machine']}."
 
 
 def write_markdown(data: dict, path: Path) -> None:
-    lines = ["# Robustness", "", f"Command: `{data.get('command', '')}`; {data.get('machine')}", ""]
-    if sweep := data.get("sweep"):
+    lines = ["# Robustness", "", "Written by `benchmarks/robustness.py`; each part says how.", ""]
+    if part := data.get("sweep"):
+        sweep = part["rows"]
         accuracies = [row["integer_accuracy"] for row in sweep]
         lines += [
             "## Sweep (checkerboard, 3/3/8 bits, ×50 hidden, default rounding)",
+            "",
+            _provenance(part),
             "",
             f"Worst {min(accuracies):.3f}, best {max(accuracies):.3f}, mean "
             f"{np.mean(accuracies):.3f} over {len(sweep)} points; target ≥ {SWEEP_TARGET} on "
@@ -242,8 +254,10 @@ def write_markdown(data: dict, path: Path) -> None:
             ],
         )
         lines.append("")
-    if defaults := data.get("defaults"):
+    if part := data.get("defaults"):
+        defaults = part["rows"]
         lines += ["## Defaults against scikit-learn's MLP (same split, `random_state=0`)", ""]
+        lines += [_provenance(part), ""]
         lines += report.table(
             [
                 "task",
@@ -274,8 +288,10 @@ def write_markdown(data: dict, path: Path) -> None:
             ],
         )
         lines.append("")
-    if speed := data.get("speed"):
+    if part := data.get("speed"):
+        speed = part["rows"]
         lines += ["## Training speed against plain skorch (float MLP, same widths)", ""]
+        lines += [_provenance(part), ""]
         lines += report.table(
             [
                 "task",
@@ -305,30 +321,59 @@ def write_markdown(data: dict, path: Path) -> None:
     report.write(path, lines)
 
 
+def _machine() -> str:
+    return (
+        f"{platform.machine()}, {os.cpu_count()} cores, load average "
+        f"{os.getloadavg()[0]:.1f} when the part ended"
+    )
+
+
+def _commit() -> str:
+    return subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", nargs="+", choices=("sweep", "defaults", "speed"))
     parser.add_argument("--smoke", action="store_true", help="a few points of every part")
+    parser.add_argument(
+        "--tasks",
+        nargs="+",
+        choices=DEFAULT_TASKS + REGRESSION_TASKS,
+        default=list(DEFAULT_TASKS + REGRESSION_TASKS),
+        help="tasks of the defaults part",
+    )
+    for name, values in (*SWEEP.items(), ("seeds", SWEEP_SEEDS)):
+        parser.add_argument(
+            f"--{name.replace('_', '-')}",
+            nargs="+",
+            type=type(values[0]),
+            default=list(values),
+            help=f"sweep values (default: the issue's {list(values)})",
+        )
     args = parser.parse_args(argv)
     parts = args.part or ("sweep", "defaults", "speed")
-    torch.set_num_threads(1)
     suffix = "_smoke" if args.smoke else ""
     path = RESULTS / f"robustness{suffix}.json"
     data = json.loads(path.read_text()) if path.exists() else {}
     measure = {
-        "sweep": lambda: sweep_rows(args.smoke),
-        "defaults": lambda: defaults_rows(args.smoke, load_floor()),
+        "sweep": lambda: sweep_rows(
+            args.smoke, {name: getattr(args, name) for name in (*SWEEP, "seeds")}
+        ),
+        "defaults": lambda: defaults_rows(args.smoke, load_floor(), args.tasks),
         "speed": lambda: speed_rows(args.smoke),
     }
+    command = "python benchmarks/robustness.py " + " ".join(argv or sys.argv[1:])
     for part in parts:
-        data[part] = measure[part]()
-    data["command"] = "python benchmarks/robustness.py " + " ".join(argv or sys.argv[1:])
-    data["machine"] = (
-        f"{platform.machine()}, {os.cpu_count()} cores, load average at end "
-        f"{os.getloadavg()[0]:.1f}"
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2))
+        data[part] = {"command": command, "commit": _commit(), "rows": []}
+        for row in measure[part]():  # saved row by row: a long part keeps what it measured
+            print(json.dumps(row), flush=True)
+            data[part]["rows"].append(row)
+            data[part]["machine"] = _machine()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(data, indent=2))
     write_markdown(data, RESULTS / f"ROBUSTNESS{suffix}.md")
 
 
