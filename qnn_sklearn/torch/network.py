@@ -341,3 +341,7 @@ def rebuild_network(init_kwargs, hidden_widths, state_dict) -> SparseQuantNeural
     if unexpected or set(missing) - set(uncalibrated):
         raise RuntimeError(f"state does not fit the network: {missing=}, {unexpected=}")
     return module
+
+
+_rebuild = rebuild_network
+"""The name pickles written before rebuild_network was public refer to; they still load."""
