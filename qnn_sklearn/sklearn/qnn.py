@@ -28,7 +28,7 @@ def estimator_defaults(criterion, kwargs: dict) -> dict:
         "train_split": None,
         "verbose": 0,
         "iterator_train__shuffle": True,
-        "torch_load_kwargs": {"weights_only": False},
+        "torch_load_kwargs": {"weights_only": True},
     }
     return {**defaults, **kwargs}
 

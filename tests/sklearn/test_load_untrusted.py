@@ -7,6 +7,7 @@ import copy
 import importlib
 import io
 import json
+import pathlib
 import sys
 import tracemalloc
 import zipfile
@@ -388,3 +389,24 @@ def test_an_oversized_manifest_is_refused_before_parsing(dumped, monkeypatch):
     padded = _rewrite(dumped, lambda m: m.update(padding=" " * 2**21))
     with pytest.raises(ValueError, match="manifest.json declares more than 1048576 .*MAX_JSON"):
         qnn_sklearn.load(padded)
+
+
+class _WritesMarker:
+    """Unpickling it would create ``path``: what a crafted checkpoint could run."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (pathlib.Path(self.path),))
+
+
+@pytest.mark.parametrize("name", ["f_params", "f_optimizer"])
+def test_load_params_does_not_unpickle_a_crafted_file(classifier, tmp_path, marker, name):
+    """skorch's load_params reads with torch.load; the estimators keep weights_only=True, so
+    a params or optimizer file holding a pickled callable is refused, not run."""
+    crafted = tmp_path / "crafted.pt"
+    torch.save({"weight": _WritesMarker(marker)}, crafted)
+    with pytest.raises(Exception, match="[Ww]eights only|weights_only"):
+        copy.deepcopy(classifier).load_params(**{name: crafted})
+    assert not marker.exists()
