@@ -15,6 +15,7 @@ import numpy as np
 from sklearn import datasets
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
+from task_data import CLUSTERS, checkerboard
 
 from qnn_sklearn import NeuralNetClassifier, NeuralNetRegressor
 
@@ -66,31 +67,6 @@ TARGETS = {
     "checkerboard_16": (0.90, 0.4),
     "checkerboard_100": (0.94, None),
 }
-
-
-def checkerboard(seed: int = 0):
-    """DESIGN.md §5: 100×100 grid, XOR of rint(3x), rint(3y) parities, σ=0.01 noise."""
-    axis = np.linspace(0, 1, 100)
-    xx, yy = np.meshgrid(axis, axis)
-    points = np.c_[xx.ravel(), yy.ravel()]
-    labels = (np.rint(3 * points[:, 0]) % 2).astype(int) ^ (np.rint(3 * points[:, 1]) % 2).astype(
-        int
-    )
-    points = points + np.random.RandomState(seed).normal(0, 0.01, points.shape)
-    return train_test_split(points, labels, test_size=500 / 10000, random_state=42)
-
-
-CLUSTERS = {
-    "n_samples": 6000,
-    "n_features": 20,
-    "n_informative": 10,
-    "n_redundant": 4,
-    "n_classes": 4,
-    "n_clusters_per_class": 3,
-    "class_sep": 1.5,
-    "random_state": 0,
-}
-"""The 20-feature clusters task of the training and default-cost issues."""
 
 
 def load(name: str):
