@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo bench bench-smoke clean
+.PHONY: install test lint demo bench bench-smoke bench-anchor clean
 
 install: $(STAMP)
 
@@ -35,6 +35,23 @@ bench-smoke: install
 	$(BIN)/python benchmarks/run.py --smoke
 	$(BIN)/python benchmarks/service_faults.py --smoke
 	$(BIN)/python benchmarks/robustness.py --smoke
+
+# Side by side with Concrete ML 1.9.0 (benchmarks/anchor.py), in a venv of its own: its pinned
+# torch 2.3.1 pulls the CUDA packages (6.3 GB on disk, a few minutes). Not part of CI.
+# ANCHOR_ARGS="--tasks breast_cancer" measures some tasks; "--smoke" checks the plumbing.
+CML_VENV := .venv-cml
+ANCHOR_ARGS ?=
+
+$(CML_VENV)/.installed:
+	test -x $(CML_VENV)/bin/python || $(PYTHON) -m venv $(CML_VENV)
+	$(CML_VENV)/bin/pip install --quiet concrete-ml==1.9.0 'mlxtend<0.25'
+	touch $@
+
+bench-anchor: install $(CML_VENV)/.installed
+	$(BIN)/pip install --quiet -e ".[bench]"
+	$(BIN)/python benchmarks/anchor.py measure $(ANCHOR_ARGS)
+	$(CML_VENV)/bin/python benchmarks/anchor.py measure $(ANCHOR_ARGS)
+	$(BIN)/python benchmarks/anchor.py merge $(ANCHOR_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,101 @@
+"""benchmarks/anchor.py without FHE: what each system is given, and the merge of its two files."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+import anchor  # noqa: E402
+
+
+def measured_row(task: str, setting: str, accuracy: float, pbs: int, fhe_s: float) -> dict:
+    """A row as ``measure`` saves it, with made-up figures."""
+    return {
+        "task": task,
+        "setting": setting,
+        "network_accuracy": accuracy,
+        "clear_accuracy": accuracy,
+        "pbs_count": pbs,
+        "pbs": [{"kind": "lookup", "count": pbs, "precision": 4}],
+        "max_bit_width": 6,
+        "keygen_s": 3.0,
+        "fhe_s_rows": [fhe_s, fhe_s + 0.1, fhe_s - 0.1],
+        "fhe_s_per_row": fhe_s,
+        "fhe_rows_equal_clear": 4,
+        "fit_s": 10.0,
+        "load_average": [1.0, 1.5],
+        "commit": "abc1234",
+        "command": "python benchmarks/anchor.py measure",
+    }
+
+
+def write_system(results: Path, system: str, rows: list[dict]) -> None:
+    data = {"system": system, "versions": {"numpy": "1"}, "rows": rows}
+    anchor.system_file(system, smoke=False, results=results).write_text(json.dumps(data))
+
+
+@pytest.fixture
+def merged(tmp_path):
+    write_system(
+        tmp_path,
+        "qnn_sklearn",
+        [
+            measured_row("digits", "defaults", 0.89, 1911, 15.5),
+            measured_row("breast_cancer", "seed", 0.95, 840, 2.0),
+            measured_row("breast_cancer", "defaults", 0.92, 1320, 5.0),
+        ],
+    )
+    write_system(
+        tmp_path,
+        "concrete_ml",
+        [
+            measured_row("breast_cancer", "defaults", 0.88, 1200, 10.0),
+            measured_row("breast_cancer", "seed", 0.78, 840, 8.0),
+        ],
+    )
+    return anchor.merge(results=tmp_path), (tmp_path / "ANCHOR.md").read_text()
+
+
+def test_the_ratio_is_our_latency_over_theirs_for_rows_both_measured(merged):
+    data, _ = merged
+    ratios = {(pair["task"], pair["setting"]): pair["latency_ratio"] for pair in data["rows"]}
+    assert ratios == {
+        ("breast_cancer", "defaults"): 0.5,
+        ("breast_cancer", "seed"): 0.25,
+        ("digits", "defaults"): None,
+    }
+    assert [pair["task"] for pair in data["rows"]] == ["breast_cancer", "breast_cancer", "digits"]
+
+
+def test_the_table_shows_both_systems_and_the_load_of_each_row(merged):
+    _, table = merged
+    both = "| breast_cancer | defaults | 0.920 / 1320 / 5.00 | 0.880 / 1200 / 10.00 | 0.50 |"
+    assert both in table
+    assert "| digits | defaults | 0.890 / 1911 / 15.50 | – | – |" in table
+    assert table.count("| 1.0 → 1.5 | abc1234 |") == 5
+    assert "- `python benchmarks/anchor.py measure`" in table
+
+
+def test_a_row_measured_again_replaces_the_older_one(tmp_path):
+    path = tmp_path / "anchor_qnn_sklearn.json"
+    anchor.save_row(path, "qnn_sklearn", measured_row("digits", "seed", 0.5, 10, 1.0))
+    anchor.save_row(path, "qnn_sklearn", measured_row("breast_cancer", "seed", 0.9, 10, 1.0))
+    anchor.save_row(path, "qnn_sklearn", measured_row("digits", "seed", 0.7, 10, 1.0))
+    rows = json.loads(path.read_text())["rows"]
+    assert [(row["task"], row["clear_accuracy"]) for row in rows] == [
+        ("breast_cancer", 0.9),
+        ("digits", 0.7),
+    ]
+
+
+def test_both_systems_get_the_seed_network_and_only_their_own_defaults_otherwise():
+    ours = anchor.estimator_params("qnn_sklearn", "mnist", "seed")
+    theirs = anchor.estimator_params("concrete_ml", "mnist", "seed")
+    assert ours == {**theirs, "random_state": 0}
+    assert theirs["module__n_hidden_neurons_multiplier"] == 1 and theirs["max_epochs"] == 50
+    assert anchor.estimator_params("qnn_sklearn", "digits", "defaults") == {"random_state": 0}
+    assert anchor.estimator_params("concrete_ml", "digits", "defaults") == {"module__n_layers": 3}
