@@ -20,66 +20,23 @@ import argparse
 import json
 import os
 import platform
-import statistics
-import time
 from pathlib import Path
 
-import numpy as np
-from concrete import fhe
+from qnn_sklearn.quantization.pbs_timing import cores, time_lookups
 
 N_VALUES = 64
 P_ERROR = 2.0**-40
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "pbs_floor.json"
 
 
-def cores() -> int:
-    """Cores this process may use."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return os.cpu_count() or 1
-
-
 def measure(precision: int, runs: int) -> dict:
-    """Compile, keygen and time a 64-lookup circuit at ``precision`` bits."""
-    size = 2**precision
-
-    def lookup(x):
-        # A non-trivial permutation of the p-bit range, so the table is not simplified away.
-        return fhe.univariate(lambda v: (3 * v + 1) % size)(x)
-
-    compiler = fhe.Compiler(lookup, {"x": "encrypted"})
-    inputset = [np.arange(N_VALUES) % size, np.full(N_VALUES, size - 1)]
-    start = time.perf_counter()
-    circuit = compiler.compile(inputset, fhe.Configuration(p_error=P_ERROR))
-    compile_s = time.perf_counter() - start
-    start = time.perf_counter()
-    circuit.keygen(force=True)
-    keygen_s = time.perf_counter() - start
-
-    x = np.random.default_rng(precision).integers(0, size, N_VALUES)
-    encrypted = circuit.encrypt(x)
-    circuit.run(encrypted)  # warm-up
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        result = circuit.run(encrypted)
-        times.append(time.perf_counter() - start)
-    decrypted = circuit.decrypt(result)
-    correct = bool(np.array_equal(decrypted, (3 * x + 1) % size))
-    wall = statistics.median(times)
-    return {
-        "precision": precision,
-        "pbs_count": int(circuit.programmable_bootstrap_count),
-        "runs_s": times,
-        "wall_per_pbs_s": wall / N_VALUES,
-        "latency_s": wall / N_VALUES * cores(),
-        "compile_s": compile_s,
-        "keygen_s": keygen_s,
-        "bootstrap_key_bytes": int(circuit.size_of_bootstrap_keys),
-        "keyswitch_key_bytes": int(circuit.size_of_keyswitch_keys),
-        "correct": correct,
-    }
+    """Compile, keygen and time a 64-lookup circuit at ``precision`` bits (the package's
+    :func:`~qnn_sklearn.quantization.pbs_timing.time_lookups`, which the model search's
+    per-machine table also uses)."""
+    row = time_lookups(precision, N_VALUES, runs, p_error=P_ERROR)
+    wall = row.pop("median_s")
+    del row["n_values"], row["lsbs_to_remove"]
+    return {**row, "wall_per_pbs_s": wall / N_VALUES, "latency_s": wall / N_VALUES * cores()}
 
 
 ROUNDING_COST = DEFAULT_OUT.with_name("rounding_cost.json")

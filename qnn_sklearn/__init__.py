@@ -11,13 +11,14 @@ import importlib
 __version__ = "0.1.0"
 
 _LAZY_NAMES = {
+    "FHEModelSearchCV": "qnn_sklearn.search",
     "NeuralNetClassifier": "qnn_sklearn.sklearn",
     "NeuralNetRegressor": "qnn_sklearn.sklearn",
     "load": "qnn_sklearn.sklearn.persistence",
 }
 """Public name → the module that defines it."""
 
-__all__ = ["NeuralNetClassifier", "NeuralNetRegressor", "__version__", "load"]
+__all__ = ["FHEModelSearchCV", "NeuralNetClassifier", "NeuralNetRegressor", "__version__", "load"]
 
 
 def __getattr__(name: str):

@@ -1,0 +1,167 @@
+"""Timing bootstraps on this machine: the measuring method of the per-machine cost table.
+
+One circuit applies a table lookup (a non-trivial permutation, so it is not simplified away)
+to ``n_values`` encrypted values, optionally after an exact ``round_bit_pattern`` that removes
+``lsbs_to_remove`` low bits first; we compile it at the library's default ``p_error``, make its
+keys, then time ``circuit.run`` (server side only) after one warm-up run. concrete-python
+spreads the lookups of one tensor over the cores, so the time of a wide tensor divided by its
+width is what one PBS costs when every core is busy.
+
+``benchmarks/pbs_floor.py`` (the floor of every benchmark table) and
+:func:`measure_machine_costs` (the table the model search prices candidates with) both time
+circuits with :func:`time_lookups`, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Callable, Iterable
+
+import numpy as np
+
+from ..fhe_runtime import fhe
+from .compile_options import DEFAULT_P_ERROR
+from .machine_costs import (
+    MachineCosts,
+    cache_path,
+    machine_key,
+    read_machine_costs,
+    write_machine_costs,
+)
+
+WIDE_VALUES = 16
+"""Lookups in the wide circuit of :func:`measure_machine_costs` (8 per core on 2 cores): enough
+to keep the cores busy, few enough that the 8-bit circuit runs in seconds."""
+
+ROUNDING_CASE = (4, 2)
+"""(kept bits, removed bits) of the rounded circuit whose extra time prices one removed bit."""
+
+
+def cores() -> int:
+    """Cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1
+
+
+def time_lookups(
+    precision: int, n_values: int, runs: int, lsbs_to_remove: int = 0, p_error=DEFAULT_P_ERROR
+) -> dict:
+    """Compile, keygen and time one circuit of ``n_values`` lookups at ``precision`` bits.
+
+    ``precision == 0`` times a circuit without any bootstrap (``x + 1``): the fixed cost of a
+    runtime call. Returns the median and every run in seconds, compile and keygen times, the
+    circuit's PBS count and key sizes, and whether the decrypted result is the expected one.
+    """
+    size, unit = 2**precision, 2**lsbs_to_remove
+
+    def expected(v):
+        return v + 1 if precision == 0 else (3 * (v // unit) + 1) % size
+
+    def circuit_function(x):
+        if precision == 0:
+            return x + 1
+        if lsbs_to_remove:
+            x = fhe.round_bit_pattern(x, lsbs_to_remove=lsbs_to_remove, overflow_protection=False)
+        return fhe.univariate(lambda v: (3 * (v // unit) + 1) % size)(x)
+
+    # multiples of 2**lsbs_to_remove: rounding never carries past the top bit
+    levels = max(size, 2)
+    inputset = [(np.arange(n_values) % levels) * unit, np.full(n_values, (levels - 1) * unit)]
+    compiler = fhe.Compiler(circuit_function, {"x": "encrypted"})
+    start = time.perf_counter()
+    circuit = compiler.compile(inputset, fhe.Configuration(p_error=p_error))
+    compile_s = time.perf_counter() - start
+    start = time.perf_counter()
+    circuit.keygen(force=True)
+    keygen_s = time.perf_counter() - start
+
+    x = np.random.default_rng(precision).integers(0, levels, n_values) * unit
+    encrypted = circuit.encrypt(x)
+    circuit.run(encrypted)  # warm-up
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        result = circuit.run(encrypted)
+        times.append(time.perf_counter() - start)
+    return {
+        "precision": precision,
+        "n_values": n_values,
+        "lsbs_to_remove": lsbs_to_remove,
+        "pbs_count": int(circuit.programmable_bootstrap_count),
+        "runs_s": times,
+        "median_s": statistics.median(times),
+        "compile_s": compile_s,
+        "keygen_s": keygen_s,
+        "bootstrap_key_bytes": int(circuit.size_of_bootstrap_keys),
+        "keyswitch_key_bytes": int(circuit.size_of_keyswitch_keys),
+        "correct": bool(np.array_equal(circuit.decrypt(result), expected(x))),
+    }
+
+
+def measure_machine_costs(
+    precisions: Iterable[int] = range(1, 8),
+    runs: int = 3,
+    progress: Callable[[str], None] | None = None,
+) -> MachineCosts:
+    """This machine's table: per precision, the time of one PBS and the fixed cost of a call.
+
+    Each precision is timed on one value and on :data:`WIDE_VALUES` values: the slope between
+    the two is one PBS with every core busy (what the lookups of a layer cost), the remainder
+    is the call's fixed cost, which grows with the bootstrap key. The circuit without lookups
+    gives the fixed cost of a leveled-only circuit; the rounded circuit of
+    :data:`ROUNDING_CASE` gives one removed bit, as its extra time over the same lookup
+    without rounding. 1..7 bits by default: wider lookups are extrapolated
+    (:meth:`MachineCosts.lookup_at`), as the 8-bit keys alone take minutes to make and use.
+    A few minutes on 2 cores.
+    """
+    report = progress or (lambda message: None)
+    precisions = sorted(set(precisions))
+    if precisions != list(range(1, len(precisions) + 1)):
+        raise ValueError(f"Measure precisions 1..n without gaps; got {precisions}.")
+    lookup_s, overhead_s, failed = [], [], []
+    leveled = time_lookups(0, WIDE_VALUES, runs)
+    for precision in precisions:
+        one = time_lookups(precision, 1, runs)
+        wide = time_lookups(precision, WIDE_VALUES, runs)
+        slope = (wide["median_s"] - one["median_s"]) / (WIDE_VALUES - 1)
+        # a noisy run can make the slope vanish: then the wide circuit's mean per lookup
+        lookup_s.append(slope if slope > 0 else wide["median_s"] / WIDE_VALUES)
+        overhead_s.append(max(one["median_s"] - lookup_s[-1], 0.0))
+        failed += [row for row in (one, wide) if not row["correct"]]
+        report(
+            f"{precision} bits: {1e3 * lookup_s[-1]:.2f} ms per PBS, "
+            f"{1e3 * overhead_s[-1]:.1f} ms per call"
+        )
+    kept, removed = ROUNDING_CASE
+    rounded = time_lookups(kept, WIDE_VALUES, runs, lsbs_to_remove=removed)
+    native = time_lookups(kept, WIDE_VALUES, runs)
+    round_s = max((rounded["median_s"] - native["median_s"]) / (WIDE_VALUES * removed), 0.0)
+    failed += [row for row in (leveled, rounded, native) if not row["correct"]]
+    if failed:
+        raise RuntimeError(f"A timing circuit decrypted a wrong result: {failed[0]}.")
+    report(f"rounding: {1e3 * round_s:.2f} ms per removed bit")
+    return MachineCosts(
+        lookup_s=tuple(lookup_s),
+        round_s_per_bit=round_s,
+        call_overhead_s=(max(leveled["median_s"], 0.0), *overhead_s),
+        key=machine_key(),
+        load_average=os.getloadavg()[0],
+    )
+
+
+def cached_machine_costs(progress: Callable[[str], None] | None = None) -> MachineCosts:
+    """This machine's table: from its cache file (read as untrusted: ValueError if refused),
+    else measured now by :func:`measure_machine_costs` and cached."""
+    key = machine_key()
+    path = cache_path(key)
+    if os.path.lexists(path):
+        return read_machine_costs(path, expected_key=key)
+    if progress is not None:
+        progress(f"Measuring this machine's PBS costs once (a few minutes) into {path}")
+    costs = measure_machine_costs(progress=progress)
+    write_machine_costs(costs, path)
+    return costs
