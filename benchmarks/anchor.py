@@ -24,7 +24,8 @@ Two settings per task:
 - **seed**: the seed's network on both (3 linear layers, 3-bit weights and activations,
   ``n_accum_bits=8``, lr 1e-3, batch 64, 50 epochs, the checkerboard 100); whatever the seed
   does not set stays at each system's default (our rounding "auto", their power-of-two scaling
-  and hold-out).
+  and hold-out). Our defaults are the seed's network, so our two rows train the same model:
+  their gap in latency is the run-to-run noise.
 
 The hidden width is ×4 the input everywhere, ×1 on MNIST. Every row is measured by the same
 functions on both systems, through the API they share: ``fit``, ``predict(fhe="disable")``,
@@ -116,6 +117,7 @@ def estimator_params(system: str, task: str, setting: str, max_epochs: int | Non
 
 
 def make_classifier(system: str, params: dict):
+    """The system's NeuralNetClassifier, imported here: each venv has only one of the two."""
     if system == "qnn_sklearn":
         from qnn_sklearn import NeuralNetClassifier
     else:
@@ -222,8 +224,12 @@ def measure_row(system: str, task: str, setting: str, data, params: dict, fhe_ro
 
 
 def git_commit() -> str:
+    """HEAD, with "-dirty" when tracked files differ from it (the measured code may too)."""
     return subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+        ["git", "describe", "--always", "--dirty", "--abbrev=7"],
+        capture_output=True,
+        text=True,
+        check=False,
     ).stdout.strip()
 
 
