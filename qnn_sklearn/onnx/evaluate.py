@@ -7,6 +7,7 @@ import onnx
 from onnx import numpy_helper
 
 from ..quantization.grid import Grid
+from ..quantization.linear_maps import conv_matrix, spatial_attributes, windows
 from ..quantization.stages import ACTIVATIONS, BINARY_OPERATIONS
 
 
@@ -31,6 +32,47 @@ def _reshape(x, shape, allowzero=0):
     return x.reshape([x.shape[0], *dims])
 
 
+def _spatial(x, attributes, kernel=None):
+    """The windows of a Conv or pooling node over ``x`` (n, C, *spatial)."""
+    n_spatial = x.ndim - 2
+    kernel, strides, pads, dilations = spatial_attributes(attributes, n_spatial, kernel)
+    return windows(x.shape[2:], kernel, strides, pads, dilations)
+
+
+def _conv(x, w, b=None, group=1, **attributes):
+    _, strides, pads, dilations = spatial_attributes(attributes, x.ndim - 2, w.shape[2:])
+    matrix, shape = conv_matrix(w, x.shape[1:], strides, pads, dilations, group)
+    out = (x.reshape(len(x), -1) @ matrix.T).reshape(len(x), *shape)
+    return out if b is None else out + b.reshape((-1,) + (1,) * (x.ndim - 2))
+
+
+def _pool(x, reduce, **attributes):
+    """Each window's ``reduce`` over (n, C, *spatial); padding reads NaN, which it skips."""
+    index, output = _spatial(x, attributes)
+    flat = np.concatenate([x.reshape(*x.shape[:2], -1), np.full((*x.shape[:2], 1), np.nan)], 2)
+    return reduce(flat[:, :, index], axis=-1).reshape(*x.shape[:2], *output)
+
+
+def _average_pool(x, count_include_pad=0, **attributes):
+    if count_include_pad:
+        index, _ = _spatial(x, attributes)
+        total = _pool(x, np.nansum, **attributes)
+        return total / index.shape[1]
+    return _pool(x, np.nanmean, **attributes)
+
+
+def _batch_norm(x, gain, bias, mean, var, epsilon=1e-5, **_):
+    shape = (-1,) + (1,) * (x.ndim - 2)
+    multiplier = (gain / np.sqrt(var + epsilon)).reshape(shape)
+    return (x - mean.reshape(shape)) * multiplier + bias.reshape(shape)
+
+
+def _pad(x, pads, value=None, axes=None, mode=b"constant"):
+    n = x.ndim
+    widths = [(int(pads[i]), int(pads[i + n])) for i in range(n)]
+    return np.pad(x, widths, constant_values=0.0 if value is None else float(value))
+
+
 _EVALUATORS = {
     "Gemm": _gemm,
     "MatMul": lambda a, b: a @ b,
@@ -42,6 +84,15 @@ _EVALUATORS = {
     "Identity": lambda x: x,
     "Dropout": lambda x, *args, **kwargs: x,
     **{op: function for op, function in ACTIVATIONS.items() if op != "Identity"},
+    "Conv": _conv,
+    "BatchNormalization": _batch_norm,
+    "AveragePool": _average_pool,
+    "GlobalAveragePool": lambda x: x.mean(axis=tuple(range(2, x.ndim)), keepdims=True),
+    "MaxPool": lambda x, **attributes: _pool(x, np.nanmax, **attributes),
+    "Pad": _pad,
+    "Transpose": lambda x, perm=None: np.transpose(x, perm),
+    "Concat": lambda *xs, axis: np.concatenate(xs, axis=axis),
+    "Where": lambda condition, a, b: np.where(condition != 0, a, b),
 }
 
 

@@ -2,11 +2,11 @@
 
 A neuron's accumulator is ``Σ_i w_i · x_i`` over integer weights ``w`` and integer inputs ``x``
 in a box ``lo ≤ x ≤ hi``. :func:`accumulator_range` is its exact range. The pruner of
-SparseQuantNeuralNetwork keeps each neuron within ``n_accum_bits`` over the symmetric box
-``[−max|x|, max|x|]`` that contains every input grid (:func:`worst_case_magnitude`, the same
-range's end there), while the builder certifies the exact range over the grid the input really
-has. The exact range lies within the worst case, so :func:`check_certified_bits` holds for
-every pruned network; it is checked all the same after each import, as the invariant it is.
+SparseQuantNeuralNetwork keeps each neuron within ``n_accum_bits`` over the box of its input
+grid (:func:`worst_case_ends`, the same range's ends, from running sums of the weights), and
+the builder certifies the exact range over the grid the input really has. The two agree, so
+:func:`check_certified_bits` holds for every pruned network; it is checked all the same after
+each import, as the invariant it is.
 """
 
 from __future__ import annotations
@@ -31,27 +31,30 @@ def accumulator_range(weight: np.ndarray, lo, hi) -> tuple[np.ndarray, np.ndarra
     return positive @ lo + negative @ hi, positive @ hi + negative @ lo
 
 
-def worst_case_magnitude(abs_weight_sum, max_abs_input: int):
-    """Largest ``|Σ w_i · x_i|`` over inputs ``|x_i| ≤ max_abs_input``: ``Σ|w_i| · max_abs_input``.
+def worst_case_ends(positive_sum, negative_sum, lo: int, hi: int):
+    """``(max, −min)`` of ``Σ w_i · x_i`` over inputs ``lo ≤ x_i ≤ hi``, with ``lo ≤ 0 ≤ hi``.
 
-    This is :func:`accumulator_range` on the symmetric box, where the maximum and minus the
-    minimum are equal. It takes sums of ``|w|`` (numpy or torch, e.g. running sums), so the
-    pruner can price its candidate weights one by one.
+    ``positive_sum`` is the sum of the positive weights, ``negative_sum`` that of the negative
+    weights' magnitudes. The maximum puts the positive weights' inputs at ``hi`` and the
+    others' at ``lo``; the minimum the other way round (:func:`accumulator_range` at the box's
+    ends). On a non-negative grid (after a ReLU), positive weights only raise the maximum and
+    negative ones only lower the minimum, so a signed accumulator holds twice the weight that
+    a bound by ``Σ|w| · max|x|`` allows. The sums may be numpy or torch arrays (e.g. running
+    sums), so the pruner can price its candidate weights one by one.
     """
-    return abs_weight_sum * max_abs_input
+    return positive_sum * hi - negative_sum * lo, negative_sum * hi - positive_sum * lo
 
 
 def signed_limit(n_bits: int) -> int:
-    """Largest ``|accumulator|`` the pruner allows in ``n_bits`` signed bits: ``2^(n−1) − 1``.
-
-    Symmetric, so a neuron's bound does not depend on the sign of its weights.
-    """
+    """Largest ``|accumulator|`` the pruner allows in ``n_bits`` signed bits: ``2^(n−1) − 1``,
+    at either end of the range (symmetric: one limit for ``max`` and ``−min``)."""
     return 2 ** (n_bits - 1) - 1
 
 
 def max_terms(n_bits: int, max_abs_weight: int, max_abs_input: int) -> int:
-    """Inputs per neuron that fit ``n_bits`` whatever their weights and values (worst case)."""
-    return signed_limit(n_bits) // worst_case_magnitude(max_abs_weight, max_abs_input)
+    """Inputs per neuron that fit ``n_bits`` whatever their weights and values (worst case:
+    every weight of one sign, every input at its largest magnitude)."""
+    return signed_limit(n_bits) // (max_abs_weight * max_abs_input)
 
 
 def signed_bits(lo: int, hi: int) -> int:
@@ -75,8 +78,8 @@ class AccumulatorOverflowError(RuntimeError):
 def check_certified_bits(layers: Iterable[CertifiedLayer], n_accum_bits: int) -> None:
     """Raise AccumulatorOverflowError if a layer's certified range needs > ``n_accum_bits``.
 
-    The pruner's worst case contains the certified range, so this never fires on a network
-    the pruner left; it guards the seam between the two (grids, scales, zero points).
+    The pruner's bound is the certified range's, so this never fires on a network the
+    pruner left; it guards the seam between the two (grids, scales, zero points).
     """
     for layer in layers:
         lo, hi = int(np.min(layer.accumulator_min)), int(np.max(layer.accumulator_max))

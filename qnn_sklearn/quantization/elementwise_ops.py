@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .op_base import QuantizedOp, float_value, require
-from .stages import BINARY_OPERATIONS, Activation, Affine, Combination, append_stage
+from .stages import BINARY_OPERATIONS, Activation, Affine, Combination, Select, append_stage
 from .values import ClearInput, Constant, Encrypted, QuantizedConstant
 
 
@@ -87,6 +87,14 @@ class QuantizedAbs(QuantizedActivation):
     op_type = "Abs"
 
 
+class QuantizedErf(QuantizedActivation):
+    """The error function: with it, GELU exported as ``x · (1 + erf(x / √2)) / 2`` (Div, Erf,
+    Add, Mul, Mul) is one elementwise function of the stored integers (a Combination), so one
+    lookup."""
+
+    op_type = "Erf"
+
+
 class QuantizedClip(QuantizedActivation):
     """``Clip(x, min, max)`` with constant bounds (ReLU6, Hardtanh); either may be absent."""
 
@@ -117,6 +125,37 @@ class QuantizedPRelu(QuantizedActivation):
         return Activation("LeakyRelu", alpha=slope.item())
 
 
+class QuantizedWhere(QuantizedElementwise):
+    """``Where(condition, X, Y)`` with a constant condition and one of X, Y constant: an
+    elementwise selection (a :class:`~.stages.Select` stage), fused into the next lookup."""
+
+    op_type = "Where"
+
+    def apply(self, builder, inputs, names, node_name):
+        condition, a, b = inputs
+        require(
+            isinstance(condition, Constant),
+            f"{node_name}: Where needs a constant condition (it selects in the clear).",
+        )
+        if isinstance(a, Constant) and isinstance(b, Constant):
+            return Constant(np.where(condition.value != 0, a.value, b.value))
+        return super().apply(builder, inputs, names, node_name)
+
+    def subject(self, inputs, node_name):
+        tensors = [v for v in inputs[1:] if not isinstance(v, (Constant, QuantizedConstant))]
+        require(
+            len(tensors) == 1,
+            f"{node_name}: Where of two activations is not supported; one side must be constant.",
+        )
+        return tensors[0]
+
+    def stage(self, inputs, node_name) -> Select:
+        condition, a, b = inputs
+        tensor_first = not isinstance(a, (Constant, QuantizedConstant))
+        other = b if tensor_first else a
+        return Select(condition.value != 0, other.value, tensor_first)
+
+
 class QuantizedElementwiseArithmetic(QuantizedElementwise):
     """Add, Sub, Mul, Div with one constant operand: an affine stage (:meth:`affine`) on the
     float view; of two functions of the same encrypted tensor: a
@@ -130,9 +169,19 @@ class QuantizedElementwiseArithmetic(QuantizedElementwise):
         a, b = inputs
         if isinstance(a, Constant) and isinstance(b, Constant):
             return Constant(BINARY_OPERATIONS[self.op_type](a.value, b.value))
-        if isinstance(a, Encrypted) and isinstance(b, Encrypted):
-            return self._combine(a, b, node_name)
+        if isinstance(a, Encrypted) and isinstance(b, Encrypted) and _same_integers(a, b):
+            return self._combine(a, b)
+        tensors = (Encrypted, ClearInput)
+        if isinstance(a, tensors) and isinstance(b, tensors) and Encrypted in (type(a), type(b)):
+            return self._sum_of_tensors(builder, inputs, names, node_name)
         return super().apply(builder, inputs, names, node_name)
+
+    def _sum_of_tensors(self, builder, inputs, names, node_name):
+        """Two different encrypted tensors (a residual connection): see QuantizedAdd."""
+        raise ValueError(
+            f"{node_name}: {self.op_type} of two different activations is not supported; only "
+            "of two functions of the same tensor (e.g. x * sigmoid(x))."
+        )
 
     def _operands(self, inputs, node_name):
         """``(tensor, constant, constant_first)``."""
@@ -152,27 +201,47 @@ class QuantizedElementwiseArithmetic(QuantizedElementwise):
         _, constant, constant_first = self._operands(inputs, node_name)
         return self.affine(np.asarray(constant.value, dtype=np.float64), constant_first)
 
-    def _combine(self, a: Encrypted, b: Encrypted, node_name: str) -> Encrypted:
+    def _combine(self, a: Encrypted, b: Encrypted) -> Encrypted:
         """Two float views of the same stored integers (a fork that joins again, as in SiLU's
         ``x · sigmoid(x)``): still one elementwise function of those integers."""
-        require(
-            a.producer is b.producer and np.array_equal(a.span, b.span),
-            f"{node_name}: {self.op_type} of two different activations is not supported; only "
-            "of two functions of the same tensor (e.g. x * sigmoid(x)).",
-        )
         stage = Combination(self.op_type, a.stages, b.stages)
         return Encrypted(a.span, (stage,), None, producer=a.producer)
 
 
-class QuantizedAdd(QuantizedElementwiseArithmetic):
+def _same_integers(a: Encrypted, b: Encrypted) -> bool:
+    return a.producer is b.producer and np.array_equal(a.span, b.span)
+
+
+class QuantizedResidual(QuantizedElementwiseArithmetic):
+    """Add or Sub of two different encrypted tensors (a residual connection): both are
+    brought to one grid (``ModuleBuilder.common_grid``: the same quantizer with QAT, a
+    re-quantizing lookup of the finer one post-training), then their integers are summed
+    exactly by a leveled SumStep, whose bounds are the sum of the terms' (interval
+    arithmetic). The sum is integers on that grid again: a linear layer reads it directly, an
+    activation waits for the next lookup."""
+
+    sign = 1
+
+    def _sum_of_tensors(self, builder, inputs, names, node_name):
+        a, b = builder.common_grid(list(inputs), list(names), node_name)
+        require(
+            a.feature_shape == b.feature_shape,
+            f"{node_name}: {self.op_type} of tensors of shapes {a.feature_shape} and "
+            f"{b.feature_shape}; broadcasting two encrypted tensors is not supported.",
+        )
+        return builder.add_sum([a, b], [1, self.sign], node_name, a.grid.scale)
+
+
+class QuantizedAdd(QuantizedResidual):
     op_type = "Add"
 
     def affine(self, constant, constant_first):
         return Affine(1.0, constant)
 
 
-class QuantizedSub(QuantizedElementwiseArithmetic):
+class QuantizedSub(QuantizedResidual):
     op_type = "Sub"
+    sign = -1
 
     def affine(self, constant, constant_first):
         return Affine(-1.0, constant) if constant_first else Affine(1.0, -constant)

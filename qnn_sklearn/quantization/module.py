@@ -10,10 +10,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..fhe_runtime import fhe
-from .builder import LayerReport
 from .compile_options import CompileOptions
-from .program import LinearStep, run_program
+from .program import program_values, run_program
 from .quantizers import UniformQuantizer
+from .reports import LayerReport
 from .run_options import RunOptions
 from .stages import apply_stages
 from .tabulation import choose_program
@@ -258,17 +258,14 @@ class QuantizedModule:
 
     def calibrate(self, q_x: np.ndarray) -> None:
         """Record each layer's accumulator range on these inputs (for the report)."""
-        reports = iter(self.layers)
-        x = np.asarray(q_x, dtype=np.int64)
-        for step in self.layer_steps:
-            x = step(x)
-            if isinstance(step, LinearStep):
-                report = next(reports)
-                acc = x + report.accumulator_min
-                report.calibrated_min, report.calibrated_max = int(acc.min()), int(acc.max())
+        values = program_values(self.layer_steps, np.asarray(q_x, dtype=np.int64))
+        for report in self.layers:
+            stored = values[report.value_index]
+            acc = stored.reshape(len(stored), -1) + report.accumulator_min
+            report.calibrated_min, report.calibrated_max = int(acc.min()), int(acc.max())
 
     def bitwidth_report(self) -> list[dict]:
-        """Per linear layer: certified and calibrated accumulator range, bits, PBS."""
+        """Per layer (see LayerReport): certified and calibrated accumulator range, bits, PBS."""
         return [
             {
                 "layer": report.name,

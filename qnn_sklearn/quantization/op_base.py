@@ -19,6 +19,9 @@ class QuantizedOp:
     op_type = ""
     constant_kinds: tuple[type, ...] = (Constant,)
     """Values this op folds at build time."""
+    quantizes_input = False
+    """Whether an encrypted input must be integers on a grid (a layout op reads integers, not
+    a float view): post-training, a calibrated quantizer is inserted before it."""
 
     def __init__(self, attributes: dict):
         self.attributes = attributes
@@ -30,6 +33,8 @@ class QuantizedOp:
         if isinstance(x, ClearInput):
             return self.on_clear_input(builder, x, inputs, node_name)
         require(isinstance(x, Encrypted), f"{node_name}: unsupported input.")
+        if self.quantizes_input:
+            x = builder.ensure_quantized(x, names[0], node_name)
         return self.on_encrypted(builder, x, inputs, node_name)
 
     def subject(self, inputs: list, node_name: str):

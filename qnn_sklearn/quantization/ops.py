@@ -1,7 +1,9 @@
-"""Quantized implementations of the ONNX operators an MLP export contains, and their registry.
+"""Quantized implementations of the ONNX operators, and their registry.
 
-Each class translates one ONNX node for the :class:`~.builder.ModuleBuilder`: layers and
-quantizers here, elementwise ops in elementwise_ops.py, all on the base in op_base.py. Adding
+Each class translates one ONNX node for the :class:`~.builder.ModuleBuilder`: dense layers and
+quantizers here, elementwise ops in elementwise_ops.py, Conv and BatchNormalization in
+conv_ops.py, pooling in pooling_ops.py, Pad / Transpose / Concat in layout_ops.py, all on the
+base in op_base.py. Adding
 an operator means one class (a subclass of QuantizedOp, QuantizedActivation, ...) and one line
 in :data:`ONNX_OPS_TO_QUANTIZED_IMPL`.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .conv_ops import QuantizedBatchNormalization, QuantizedConv
 from .elementwise_ops import (
     QuantizedAbs,
     QuantizedAdd,
@@ -17,6 +20,7 @@ from .elementwise_ops import (
     QuantizedClip,
     QuantizedDiv,
     QuantizedElu,
+    QuantizedErf,
     QuantizedGelu,
     QuantizedHardSigmoid,
     QuantizedHardSwish,
@@ -29,59 +33,36 @@ from .elementwise_ops import (
     QuantizedSoftplus,
     QuantizedSub,
     QuantizedTanh,
+    QuantizedWhere,
 )
+from .layout_ops import QuantizedConcat, QuantizedPad, QuantizedTranspose
 from .op_base import QuantizedOp, float_value, require
+from .pooling_ops import QuantizedAveragePool, QuantizedGlobalAveragePool, QuantizedMaxPool
 from .quantizers import QuantizationOptions, UniformQuantizer
 from .values import ClearInput, Constant, QuantizedConstant
+from .weights import integer_weight, per_output_scale
 
 
 class QuantizedGemm(QuantizedOp):
     """``Y = alpha · A @ op(B) + beta · C`` with A encrypted, B and C constants.
 
-    Integer weights come from a preceding Quant node (QAT) or are quantized here, symmetric
-    per tensor (post-training).
+    Integer weights: see :func:`~.weights.integer_weight`.
     """
 
     op_type = "Gemm"
 
-    def _weight(self, builder, value, transposed: bool, node_name: str):
-        """The integer matrix (n_out, n_in) and its scale per output neuron."""
-        if isinstance(value, Constant):
-            require(
-                builder.post_training is not None,
-                f"{node_name}: float weights in a graph compiled as QAT; quantize the layer's "
-                "weights (Brevitas QuantLinear) or use compile_torch_model.",
-            )
-            options = QuantizationOptions(
-                builder.post_training.weight_bits, is_signed=True, is_symmetric=True
-            )
-            quantizer = UniformQuantizer.from_values(options, value.value)
-            value = QuantizedConstant(
-                quantizer.quant(value.value), np.asarray(quantizer.scale), np.asarray(0)
-            )
-        require(isinstance(value, QuantizedConstant), f"{node_name}: weights must be constant.")
-        require(value.q.ndim == 2, f"{node_name}: weights must be a matrix.")
-        q = value.q.T if transposed else value.q  # (n_in, n_out) as in A @ B
-        scale = np.broadcast_to(value.scale, value.q.shape)
-        zero_point = np.broadcast_to(value.zero_point, value.q.shape)
-        scale, zero_point = (scale.T, zero_point.T) if transposed else (scale, zero_point)
-        require(
-            np.all(scale == scale[:1]) and np.all(zero_point == zero_point[:1]),
-            f"{node_name}: weight scales must be per tensor or per output neuron.",
-        )
-        return (q - zero_point).T, scale[0]
-
     def apply(self, builder, inputs, names, node_name):
         require(not self.attributes.get("transA", 0), f"{node_name}: transA is not supported.")
-        weight, weight_scale = self._weight(
-            builder, inputs[1], bool(self.attributes.get("transB", 0)), node_name
-        )
+        weight, scale = integer_weight(builder, inputs[1], node_name)
+        require(weight.ndim == 2, f"{node_name}: weights must be a matrix.")
+        if not self.attributes.get("transB", 0):  # (n_in, n_out) as in A @ B
+            weight, scale = weight.T, scale.T
         x = builder.ensure_quantized(inputs[0], names[0], node_name)
-        bias = 0.0
+        bias = None
         if len(inputs) > 2 and inputs[2] is not None:
             bias = self.attributes.get("beta", 1.0) * float_value(inputs[2], "A Gemm bias")
-        scale = self.attributes.get("alpha", 1.0) * x.grid.quantizer.scale * weight_scale
-        return builder.add_linear(x, weight, scale, bias, node_name)
+        scale = self.attributes.get("alpha", 1.0) * per_output_scale(scale, node_name)
+        return builder.add_linear(x, weight, node_name, scale=scale, bias=bias)
 
 
 class QuantizedMatMul(QuantizedGemm):
@@ -157,6 +138,7 @@ class QuantizedReshape(QuantizedOp):
     """Reshape or Flatten of every row; the leading batch axis is kept."""
 
     op_type = "Reshape"
+    quantizes_input = True
 
     def _target_shape(self, x, inputs, node_name) -> tuple[int, ...]:
         shape = float_value(inputs[1], "A Reshape shape").astype(np.int64)
@@ -240,5 +222,15 @@ ONNX_OPS_TO_QUANTIZED_IMPL: dict[str, type[QuantizedOp]] = {
     "Celu": QuantizedCelu,
     "Gelu": QuantizedGelu,
     "Abs": QuantizedAbs,
+    "Erf": QuantizedErf,
+    "Where": QuantizedWhere,
+    "Conv": QuantizedConv,
+    "BatchNormalization": QuantizedBatchNormalization,
+    "AveragePool": QuantizedAveragePool,
+    "GlobalAveragePool": QuantizedGlobalAveragePool,
+    "MaxPool": QuantizedMaxPool,
+    "Pad": QuantizedPad,
+    "Transpose": QuantizedTranspose,
+    "Concat": QuantizedConcat,
 }
 """ONNX op type → the class that translates it into the integer program."""

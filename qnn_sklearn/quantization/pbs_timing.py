@@ -3,13 +3,14 @@
 One circuit applies a table lookup (a non-trivial permutation, so it is not simplified away)
 to ``n_values`` encrypted values, optionally after an exact ``round_bit_pattern`` that removes
 ``lsbs_to_remove`` low bits first; we compile it at the library's default ``p_error``, make its
-keys, then time ``circuit.run`` (server side only) after one warm-up run. concrete-python
-spreads the lookups of one tensor over the cores, so the time of a wide tensor divided by its
-width is what one PBS costs when every core is busy.
+keys, then time ``circuit.run`` after one warm-up run. concrete-python spreads the lookups of
+one tensor over the cores, so the time of a wide tensor divided by its width is what one PBS
+costs when every core is busy.
 
-``benchmarks/pbs_floor.py`` (the floor of every benchmark table) and
-:func:`measure_machine_costs` (the table the model search prices candidates with) both time
-circuits with :func:`time_lookups`, so the two cannot drift apart.
+``benchmarks/pbs_floor.py`` (the floor of every benchmark table: bare lookups, server side)
+and :func:`measure_machine_costs` (the table the model search prices candidates with: lookups
+behind a dot product, encryption to decryption) both time circuits with :func:`time_lookups`,
+so the two cannot drift apart.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 
 import numpy as np
 
@@ -35,8 +37,17 @@ WIDE_VALUES = 16
 """Lookups in the wide circuit of :func:`measure_machine_costs` (8 per core on 2 cores): enough
 to keep the cores busy, few enough that the 8-bit circuit runs in seconds."""
 
-ROUNDING_CASE = (4, 2)
-"""(kept bits, removed bits) of the rounded circuit whose extra time prices one removed bit."""
+ROUNDING_CASE = (4, 4)
+"""(kept bits, removed bits) of the rounded circuit whose extra time prices one removed bit:
+an 8-bit accumulator (the default ``n_accum_bits``) rounded to the 4 bits the default
+rounding keeps (``n_a_bits + 1``). A 6-to-4-bit rounding measured under half this per bit,
+while a default breast_cancer network's removed bits cost nearly a 4-bit lookup each (issue
+16's measurement): the price per bit grows with the accumulator, so the table measures the
+common case."""
+
+LAYER_FAN_IN = 8
+"""Inputs of the dot product before each lookup in the table's circuits (as in
+benchmarks/rounding_cost.py, whose layers these circuits follow)."""
 
 
 def cores() -> int:
@@ -47,30 +58,55 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
+def _layer_weights(fan_in: int, n_values: int, acc_bits: int, lsbs: int) -> np.ndarray:
+    """Non-negative (fan_in, n_values) weights on 3-bit inputs: the largest accumulator (all
+    inputs 7) nearly fills ``acc_bits`` bits, and rounding it up cannot overflow them."""
+    rng = np.random.default_rng(acc_bits)
+    total = (2**acc_bits - 1 - (1 << lsbs) // 2) // 7
+    return rng.multinomial(total, np.ones(fan_in) / fan_in, size=n_values).T
+
+
 def time_lookups(
-    precision: int, n_values: int, runs: int, lsbs_to_remove: int = 0, p_error=DEFAULT_P_ERROR
+    precision: int,
+    n_values: int,
+    runs: int,
+    lsbs_to_remove: int = 0,
+    p_error=DEFAULT_P_ERROR,
+    fan_in: int = 0,
+    round_trip: bool = False,
 ) -> dict:
     """Compile, keygen and time one circuit of ``n_values`` lookups at ``precision`` bits.
 
-    ``precision == 0`` times a circuit without any bootstrap (``x + 1``): the fixed cost of a
-    runtime call. Returns the median and every run in seconds, compile and keygen times, the
-    circuit's PBS count and key sizes, and whether the decrypted result is the expected one.
+    With ``fan_in``, each lookup reads the accumulator of a leveled dot product of ``fan_in``
+    3-bit inputs, as a neuron of our layers does: the dot product's noise makes concrete pick
+    larger parameters than for a bare lookup (measured: a lookup in such a layer costs about
+    1.5× the bare one). ``precision == 0`` times a circuit without any bootstrap (``x + 1``):
+    the fixed cost of a call. ``round_trip`` times encryption, run and decryption (what one
+    row costs its user) instead of the server's run alone. Returns the median and every run in
+    seconds, compile and keygen times, the PBS count, key sizes, and whether the decrypted
+    result equals the function evaluated in the clear.
     """
-    size, unit = 2**precision, 2**lsbs_to_remove
-
-    def expected(v):
-        return v + 1 if precision == 0 else (3 * (v // unit) + 1) % size
+    size, unit, acc_bits = 2**precision, 2**lsbs_to_remove, precision + lsbs_to_remove
+    weight = _layer_weights(fan_in, n_values, acc_bits, lsbs_to_remove) if fan_in else None
 
     def circuit_function(x):
         if precision == 0:
             return x + 1
+        if weight is not None:
+            x = fhe.hint(x @ weight, bit_width=acc_bits)
         if lsbs_to_remove:
             x = fhe.round_bit_pattern(x, lsbs_to_remove=lsbs_to_remove, overflow_protection=False)
         return fhe.univariate(lambda v: (3 * (v // unit) + 1) % size)(x)
 
-    # multiples of 2**lsbs_to_remove: rounding never carries past the top bit
-    levels = max(size, 2)
-    inputset = [(np.arange(n_values) % levels) * unit, np.full(n_values, (levels - 1) * unit)]
+    rng = np.random.default_rng(precision)
+    if weight is not None:
+        inputset = [np.zeros(fan_in, np.int64), np.full(fan_in, 7)]
+        inputset += [rng.integers(0, 8, fan_in) for _ in range(30)]
+        x = rng.integers(0, 8, fan_in)
+    else:  # multiples of 2**lsbs_to_remove: rounding never carries past the top bit
+        levels = max(size, 2)
+        inputset = [(np.arange(n_values) % levels) * unit, np.full(n_values, (levels - 1) * unit)]
+        x = rng.integers(0, levels, n_values) * unit
     compiler = fhe.Compiler(circuit_function, {"x": "encrypted"})
     start = time.perf_counter()
     circuit = compiler.compile(inputset, fhe.Configuration(p_error=p_error))
@@ -79,18 +115,23 @@ def time_lookups(
     circuit.keygen(force=True)
     keygen_s = time.perf_counter() - start
 
-    x = np.random.default_rng(precision).integers(0, levels, n_values) * unit
     encrypted = circuit.encrypt(x)
     circuit.run(encrypted)  # warm-up
     times = []
     for _ in range(runs):
         start = time.perf_counter()
-        result = circuit.run(encrypted)
+        if round_trip:
+            result = circuit.run(circuit.encrypt(x))
+            circuit.decrypt(result)
+        else:
+            result = circuit.run(encrypted)
         times.append(time.perf_counter() - start)
     return {
         "precision": precision,
         "n_values": n_values,
         "lsbs_to_remove": lsbs_to_remove,
+        "fan_in": fan_in,
+        "round_trip": round_trip,
         "pbs_count": int(circuit.programmable_bootstrap_count),
         "runs_s": times,
         "median_s": statistics.median(times),
@@ -98,7 +139,7 @@ def time_lookups(
         "keygen_s": keygen_s,
         "bootstrap_key_bytes": int(circuit.size_of_bootstrap_keys),
         "keyswitch_key_bytes": int(circuit.size_of_keyswitch_keys),
-        "correct": bool(np.array_equal(circuit.decrypt(result), expected(x))),
+        "correct": bool(np.array_equal(circuit.decrypt(result), circuit_function(x))),
     }
 
 
@@ -109,45 +150,50 @@ def measure_machine_costs(
 ) -> MachineCosts:
     """This machine's table: per precision, the time of one PBS and the fixed cost of a call.
 
-    Each precision is timed on one value and on :data:`WIDE_VALUES` values: the slope between
-    the two is one PBS with every core busy (what the lookups of a layer cost), the remainder
-    is the call's fixed cost, which grows with the bootstrap key. The circuit without lookups
-    gives the fixed cost of a leveled-only circuit; the rounded circuit of
-    :data:`ROUNDING_CASE` gives one removed bit, as its extra time over the same lookup
-    without rounding. 1..7 bits by default: wider lookups are extrapolated
-    (:meth:`MachineCosts.lookup_at`), as the 8-bit keys alone take minutes to make and use.
-    A few minutes on 2 cores.
+    Every circuit is shaped like one of our layers (a dot product of :data:`LAYER_FAN_IN`
+    inputs before each lookup) and timed from encryption to decryption. Each precision is
+    timed on one neuron and on :data:`WIDE_VALUES`: the slope between the two is one PBS with
+    every core busy (what the lookups of a layer cost), the remainder is the call's fixed
+    cost, which grows with the bootstrap key. The circuit without lookups gives the fixed cost
+    of a leveled-only circuit; the rounded circuit of :data:`ROUNDING_CASE` gives one removed
+    bit, as its extra time over the same lookup without rounding. 1..7 bits by default: wider
+    lookups are extrapolated (:meth:`MachineCosts.lookup_at`), as the 8-bit keys alone take
+    minutes to make and use. A few minutes on 2 cores.
     """
     report = progress or (lambda message: None)
     precisions = sorted(set(precisions))
     if precisions != list(range(1, len(precisions) + 1)):
         raise ValueError(f"Measure precisions 1..n without gaps; got {precisions}.")
-    lookup_s, overhead_s, failed = [], [], []
-    leveled = time_lookups(0, WIDE_VALUES, runs)
+    kept, removed = ROUNDING_CASE
+    if kept not in precisions:
+        raise ValueError(f"Measure precisions up to {kept} at least (the rounding's lookup).")
+    timed = partial(time_lookups, runs=runs, fan_in=LAYER_FAN_IN, round_trip=True)
+    leveled = timed(0, WIDE_VALUES)
+    lookup_s, overhead_s, rows = [], [], [leveled]
     for precision in precisions:
-        one = time_lookups(precision, 1, runs)
-        wide = time_lookups(precision, WIDE_VALUES, runs)
+        one, wide = timed(precision, 1), timed(precision, WIDE_VALUES)
         slope = (wide["median_s"] - one["median_s"]) / (WIDE_VALUES - 1)
         # a noisy run can make the slope vanish: then the wide circuit's mean per lookup
         lookup_s.append(slope if slope > 0 else wide["median_s"] / WIDE_VALUES)
         overhead_s.append(max(one["median_s"] - lookup_s[-1], 0.0))
-        failed += [row for row in (one, wide) if not row["correct"]]
+        rows += [one, wide]
         report(
             f"{precision} bits: {1e3 * lookup_s[-1]:.2f} ms per PBS, "
             f"{1e3 * overhead_s[-1]:.1f} ms per call"
         )
-    kept, removed = ROUNDING_CASE
-    rounded = time_lookups(kept, WIDE_VALUES, runs, lsbs_to_remove=removed)
-    native = time_lookups(kept, WIDE_VALUES, runs)
+        if precision == kept:
+            native = wide
+    rounded = timed(kept, WIDE_VALUES, lsbs_to_remove=removed)
+    rows.append(rounded)
     round_s = max((rounded["median_s"] - native["median_s"]) / (WIDE_VALUES * removed), 0.0)
-    failed += [row for row in (leveled, rounded, native) if not row["correct"]]
+    failed = [row for row in rows if not row["correct"]]
     if failed:
         raise RuntimeError(f"A timing circuit decrypted a wrong result: {failed[0]}.")
     report(f"rounding: {1e3 * round_s:.2f} ms per removed bit")
     return MachineCosts(
         lookup_s=tuple(lookup_s),
         round_s_per_bit=round_s,
-        call_overhead_s=(max(leveled["median_s"], 0.0), *overhead_s),
+        call_overhead_s=(leveled["median_s"], *overhead_s),
         key=machine_key(),
         load_average=os.getloadavg()[0],
     )

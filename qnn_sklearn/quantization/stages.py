@@ -93,6 +93,7 @@ ACTIVATIONS = {
     "Gelu": _gelu,
     "Clip": _clip,
     "Abs": np.abs,
+    "Erf": erf,
 }
 """numpy implementations of the activations an MLP export contains, by ONNX op type."""
 
@@ -155,6 +156,33 @@ class Combination(Stage):
         }
 
 
+class Select(Stage):
+    """ONNX ``Where`` with a constant condition and a constant on one side:
+    ``where(condition, x, other)``, or ``where(condition, other, x)`` if not ``tensor_first``.
+    Both broadcast against the features, as the graph's tensors do."""
+
+    kind = "select"
+
+    def __init__(self, condition, other, tensor_first: bool = True):
+        self.condition = np.asarray(condition, dtype=bool)
+        self.other = np.asarray(other, dtype=np.float64)
+        self.tensor_first = bool(tensor_first)
+
+    def __call__(self, x):
+        x = np.asarray(x, dtype=np.float64)
+        if self.tensor_first:
+            return np.where(self.condition, x, self.other)
+        return np.where(self.condition, self.other, x)
+
+    def to_json(self):
+        return {
+            "kind": self.kind,
+            "condition": self.condition.tolist(),
+            "other": self.other.tolist(),
+            "tensor_first": self.tensor_first,
+        }
+
+
 MAX_COMBINATION_DEPTH = 8
 """Combinations nested deeper are refused when read from JSON (an exported MLP nests one)."""
 
@@ -165,6 +193,8 @@ def stage_from_json(data: dict, depth: int = 0) -> Stage:
         return Affine(data["scale"], data["offset"])
     if data["kind"] == Activation.kind:
         return Activation(data["op_type"], **data["attributes"])
+    if data["kind"] == Select.kind:
+        return Select(data["condition"], data["other"], data["tensor_first"])
     if data["kind"] == Combination.kind:
         if depth >= MAX_COMBINATION_DEPTH:
             raise ValueError(f"Stages nest more than {MAX_COMBINATION_DEPTH} combinations.")

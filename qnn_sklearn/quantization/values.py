@@ -51,10 +51,16 @@ class ClearInput:
 
 @dataclass
 class Grid:
-    """Encrypted integers that are quantized values: ``stored = q − base``."""
+    """Encrypted integers that stand for ``scale · (stored + offset)``: one scale for the whole
+    tensor and an integer offset per feature.
 
-    quantizer: UniformQuantizer
-    base: np.ndarray
+    A quantizer's output is one (``offset = base − zero_point``); so are the sums, selections
+    and poolings of such tensors, which is what lets a linear layer read them with integer
+    weights, and a residual Add sum two of them exactly when their scales agree.
+    """
+
+    scale: float
+    offset: np.ndarray
 
 
 @dataclass
@@ -73,9 +79,15 @@ class Encrypted:
     @classmethod
     def on_grid(cls, quantizer: UniformQuantizer, base, span, producer=None) -> Encrypted:
         """The stored integers of a quantizer's output, with its dequantization as the view."""
-        base = np.asarray(base, dtype=np.int64)
-        stages = (Affine(quantizer.scale, quantizer.scale * (base - quantizer.zero_point)),)
-        return cls(np.asarray(span, dtype=np.int64), stages, Grid(quantizer, base), producer)
+        offset = np.asarray(base, dtype=np.int64) - quantizer.zero_point
+        return cls.integers(quantizer.scale, offset, span, producer)
+
+    @classmethod
+    def integers(cls, scale: float, offset, span, producer=None) -> Encrypted:
+        """Stored integers ``[0, span]`` that stand for ``scale · (stored + offset)``."""
+        offset = np.broadcast_to(np.asarray(offset, dtype=np.int64), np.shape(span))
+        stages = (Affine(scale, scale * offset),)
+        return cls(np.asarray(span, dtype=np.int64), stages, Grid(float(scale), offset), producer)
 
     @property
     def feature_shape(self) -> tuple[int, ...]:

@@ -15,6 +15,11 @@ from qnn_sklearn.quantization.program import LookupStep
 from qnn_sklearn.quantization.stages import ACTIVATIONS, BINARY_OPERATIONS, Activation
 from qnn_sklearn.torch import build_torch_model
 
+class Erf(torch.nn.Module):
+    def forward(self, x):
+        return torch.erf(x)
+
+
 TORCH_ACTIVATIONS = {
     "Relu": torch.nn.ReLU,
     "Sigmoid": torch.nn.Sigmoid,
@@ -30,6 +35,7 @@ TORCH_ACTIVATIONS = {
     "Celu": lambda: torch.nn.CELU(alpha=0.6),
     "Abs": torch.nn.Softsign,  # x / (1 + |x|): an Abs, and a Div of two views of x
     "PRelu": lambda: torch.nn.PReLU(init=0.3),
+    "Erf": Erf,
 }
 """ONNX op type → a torch module that exports to it."""
 
