@@ -1,14 +1,15 @@
 """Training callbacks: the pruning life cycle of a SparseQuantNeuralNetwork, one job each.
 
 The estimators add them in this order (skorch calls callbacks in list order, its own defaults
-first and the user's last): :class:`PruningMasks` (masks on, refreshed in the first epochs),
-:class:`AccumulatorBudget` (every neuron within budget after each optimizer step) and
-:class:`BestTrainingState` (the state of the epoch of lowest recorded loss, handed back).
-Together they keep every accumulator within ``n_accum_bits`` while the network trains, so the
-network that is deployed is the one that trained. When skorch's loop has ended, the estimator
-bakes the masks in and removes dead neurons (``make_pruning_permanent``): after every
-callback's ``on_train_end``, so that a user's callbacks (Checkpoint, EarlyStopping's
-``load_best``) only ever see the training layout.
+first and the user's last): :class:`PruningMasks` (masks on, refreshed in the first epochs)
+and :class:`BestTrainingState` (the state of the epoch of lowest recorded loss, handed back).
+While the masks are on, every forward of the network brings its neurons within budget first
+(``SparseQuantNeuralNetwork.quantized_weights``). Together they keep every accumulator within
+``n_accum_bits`` while the network trains, so the network that is deployed is the one that
+trained. When skorch's loop has ended, the estimator bakes the masks in and removes dead
+neurons (``make_pruning_permanent``): after every callback's ``on_train_end``, so that a
+user's callbacks (Checkpoint, EarlyStopping's ``load_best``) only ever see the training
+layout.
 
 The masks change between epochs only, at the start of an epoch: every ``on_epoch_end`` (the
 recorded losses, skorch's Checkpoint, EarlyStopping) sees the network that the epoch trained.
@@ -71,15 +72,6 @@ class PruningMasks(Callback):
         self.last_refresh_ = refresh and not _is_refresh_epoch(epoch, net, self.refresh_fraction)
 
 
-class AccumulatorBudget(Callback):
-    """After every optimizer step, a neuron whose weights grew over the budget loses its
-    smallest inputs, so the network trains under the exact constraint it is deployed with."""
-
-    def on_batch_end(self, net, batch=None, training=False, **kwargs):
-        if training:
-            net.module_.enforce_budget()
-
-
 class BestTrainingState(Callback):
     """Keeps, in memory, the network state at the end of the epoch of lowest loss, and hands
     it back.
@@ -138,7 +130,6 @@ def pruning_callbacks() -> list[tuple[str, Callback]]:
     """The estimators' default callbacks, named, in the order they must run."""
     return [
         ("pruning_masks", PruningMasks()),
-        ("accumulator_budget", AccumulatorBudget()),
         ("best_training_state", BestTrainingState()),
     ]
 

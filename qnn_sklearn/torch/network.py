@@ -5,8 +5,10 @@ Layout: input quantizer → (QuantLinear → activation → activation quantizer
 client, so it needs no quantizer.
 
 Pruning is per neuron: each row of every QuantLinear keeps its largest integer weights while
-``Σ|w_q| · max|x_q| ≤ 2^(n_accum_bits−1) − 1``, so the bound holds for every neuron, not only
-on average over a layer.
+its accumulator's range over the input grid stays within ``±(2^(n_accum_bits−1) − 1)``, so
+the bound holds for every neuron, not only on average over a layer. After a ReLU the inputs
+are non-negative: positive weights then fill the top of the range and negative ones the
+bottom, each up to the limit (quantization/bounds.py).
 """
 
 from __future__ import annotations
@@ -162,6 +164,7 @@ class SparseQuantNeuralNetwork(NeuronPruning, nn.Module):
             for n_in, n_out in zip(widths[:-1], widths[1:])
         )
         self.activations = nn.ModuleList(activation_function() for _ in range(n_layers - 1))
+        self._grids: tuple[Grid, ...] | None = None
         act_signed = quant_signed and not isinstance(
             self.activations[0] if n_layers > 1 else None, _NON_NEGATIVE_ACTIVATIONS
         )
@@ -183,22 +186,27 @@ class SparseQuantNeuralNetwork(NeuronPruning, nn.Module):
 
     def forward(self, x):
         x = self.input_quant(x)
-        if self.rounding_threshold_bits is None or torch.onnx.is_in_onnx_export():
-            # exact accumulators, or the export (the integer model rounds by the plan itself)
+        if torch.onnx.is_in_onnx_export():
+            # the export is exact: the integer model rounds by the plan itself
             for linear, activation, act_quant in zip(
                 self.linears, self.activations, self.act_quants
             ):
                 x = act_quant(activation(linear(x)))
             return self.linears[-1](x)
-        # Each layer's weights are quantized once per forward, for the layer and its plan.
-        weights = [linear.quant_weight() for linear in self.linears[:-1]]
-        with torch.no_grad():
-            plan = self._plan([weight.int().to(torch.int64) for weight in weights])
-        for linear, weight, lsbs, activation, act_quant in zip(
-            self.linears, weights, plan.lsbs, self.activations, self.act_quants
+        # Each layer's weights are quantized once per forward, for the budget, the rounding
+        # plan and the layer itself.
+        weights = self.quantized_weights()
+        if self.rounding_threshold_bits is None:
+            lsbs = (0,) * len(self.act_quants)
+        else:
+            with torch.no_grad():
+                integers = [weight.int().to(torch.int64) for weight in weights[:-1]]
+                lsbs = self._plan(integers).lsbs
+        for linear, weight, layer_lsbs, activation, act_quant in zip(
+            self.linears, weights, lsbs, self.activations, self.act_quants
         ):
-            x = act_quant(activation(self._rounded_linear(linear, weight, x, lsbs)))
-        return self.linears[-1](x)
+            x = act_quant(activation(self._rounded_linear(linear, weight, x, layer_lsbs)))
+        return self._rounded_linear(self.linears[-1], weights[-1], x, 0)
 
     # -- rounding ------------------------------------------------------------------------------
 
@@ -257,22 +265,27 @@ class SparseQuantNeuralNetwork(NeuronPruning, nn.Module):
         return Grid(self.n_w_bits, signed=True, narrow=self.quant_narrow).max_abs
 
     def _input_grids(self) -> list[Grid]:
-        """The grid of the integers feeding each linear layer (zero points are 0)."""
-        quantizers = (self.input_quant, *self.act_quants)
-        bits = [self.n_input_bits] + [self.n_a_bits] * len(self.act_quants)
-        return [
-            Grid(n_bits, quantizer.act_quant.is_signed, quantizer.act_quant.is_narrow_range)
-            for quantizer, n_bits in zip(quantizers, bits, strict=True)
-        ]
+        """The grid of the integers feeding each linear layer (zero points are 0).
 
-    def _max_abs_inputs(self) -> list[int]:
-        """max|x_q| of the integers feeding each linear layer."""
-        return [grid.max_abs for grid in self._input_grids()]
+        Read from the quantizers once, when first asked: every training step needs them,
+        and each read of a Brevitas quantizer's attribute builds its dependencies anew.
+        """
+        if self._grids is None:
+            quantizers = (self.input_quant, *self.act_quants)
+            bits = [self.n_input_bits] + [self.n_a_bits] * len(self.act_quants)
+            self._grids = tuple(
+                Grid(n_bits, quantizer.act_quant.is_signed, quantizer.act_quant.is_narrow_range)
+                for quantizer, n_bits in zip(quantizers, bits, strict=True)
+            )
+        return list(self._grids)
 
     def max_active_neurons(self) -> int:
         """Inputs per neuron that fit the budget whatever the weights (the worst case)."""
         max_weight = self._max_abs_weight()
-        return min(max_terms(self.n_accum_bits, max_weight, m) for m in self._max_abs_inputs())
+        return min(
+            max_terms(self.n_accum_bits, max_weight, max(-lo, hi))
+            for lo, hi in self._input_ranges()
+        )
 
     # -- pruning -------------------------------------------------------------------------------
 

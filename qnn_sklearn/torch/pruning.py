@@ -12,7 +12,7 @@ from brevitas import nn as qnn
 from torch import nn
 from torch.nn.utils import parametrize
 
-from ..quantization.bounds import worst_case_magnitude
+from ..quantization.bounds import worst_case_ends
 
 
 class WeightMask(nn.Module):
@@ -31,25 +31,45 @@ class WeightMask(nn.Module):
 
 
 def budget_mask(
-    linear, candidates: torch.Tensor, max_abs_weight: int, max_abs_input: int, budget: int
+    linear, candidates: torch.Tensor, max_abs_weight: int, input_range: tuple[int, int], budget: int
 ) -> torch.Tensor:
-    """Per row: keep the largest ``candidates`` while ``Σ|w_q| · max_abs_input ≤ budget``.
+    """Per row: keep the largest ``candidates`` while the accumulator stays within ``±budget``
+    over inputs in ``input_range``.
 
     ``candidates`` are float weights, their integers taken at the layer's current weight
-    scale and clipped to ``±max_abs_weight``. Zero candidates cost nothing and are kept:
-    callers multiply the result into another mask. The cost is bounds.worst_case_magnitude,
-    the arithmetic the integer model's certified ranges lie within.
+    scale and clipped to ``±max_abs_weight``. In order of magnitude, a candidate is kept while
+    each end of the range it moves (bounds.worst_case_ends, on the running sums) is within
+    budget: on a non-negative input grid a positive weight moves only the maximum and a
+    negative one only the minimum, so each sign fills its own end. Callers multiply the
+    result into another mask.
     """
+    lo, hi = input_range
     with torch.no_grad():
         scale = linear.quant_weight().scale
         q = torch.clamp(torch.round(candidates / scale), -max_abs_weight, max_abs_weight)
-        magnitude = q.abs().to(torch.int64)
         order = torch.argsort(candidates.abs(), dim=1, descending=True, stable=True)
-        running_sum = torch.cumsum(torch.gather(magnitude, 1, order), dim=1)
-        keep_sorted = worst_case_magnitude(running_sum, max_abs_input) <= budget
+        sorted_q = torch.gather(q, 1, order).to(torch.int64)
+        sorted_sign = torch.gather(torch.sign(candidates), 1, order)
+        positive_sum = torch.cumsum(sorted_q.clamp(min=0), dim=1)
+        negative_sum = torch.cumsum((-sorted_q).clamp(min=0), dim=1)
+        max_end, min_end = worst_case_ends(positive_sum, negative_sum, lo, hi)
+        moves_max = ((sorted_sign > 0) & (hi > 0)) | ((sorted_sign < 0) & (lo < 0))
+        moves_min = ((sorted_sign < 0) & (hi > 0)) | ((sorted_sign > 0) & (lo < 0))
+        keep_sorted = ~(moves_max & (max_end > budget)) & ~(moves_min & (min_end > budget))
         mask = torch.zeros_like(candidates)
         mask.scatter_(1, order, keep_sorted.to(candidates.dtype))
         return mask
+
+
+def rows_over_budget(
+    integer_weight: torch.Tensor, input_range: tuple[int, int], budget: int
+) -> torch.Tensor:
+    """Per row: whether its accumulator can leave ``±budget`` over inputs in ``input_range``."""
+    weight = integer_weight.to(torch.int64)
+    max_end, min_end = worst_case_ends(
+        weight.clamp(min=0).sum(dim=1), (-weight).clamp(min=0).sum(dim=1), *input_range
+    )
+    return (max_end > budget) | (min_end > budget)
 
 
 def is_masked(linear) -> bool:

@@ -18,7 +18,7 @@ from qnn_sklearn.quantization.bounds import (
     max_terms,
     signed_bits,
     signed_limit,
-    worst_case_magnitude,
+    worst_case_ends,
 )
 
 
@@ -46,13 +46,18 @@ def test_accumulator_range_is_brute_force(layer):
 @given(
     weight=hnp.arrays(np.int64, (2, 3), elements=st.integers(-7, 7)),
     max_abs=st.integers(0, 5),
+    signed=st.booleans(),
 )
-def test_worst_case_is_the_symmetric_range(weight, max_abs):
-    """The pruner's Σ|w|·max|x| is accumulator_range's bound on [−max|x|, max|x|]."""
-    acc_min, acc_max = accumulator_range(weight, -max_abs, max_abs)
-    worst = worst_case_magnitude(np.abs(weight).sum(axis=1), max_abs)
-    np.testing.assert_array_equal(worst, acc_max)
-    np.testing.assert_array_equal(worst, -acc_min)
+def test_worst_case_ends_are_the_grid_range(weight, max_abs, signed):
+    """The pruner's ends, from the sums of each sign, are accumulator_range's on the box of a
+    signed (symmetric) or a non-negative input grid."""
+    lo = -max_abs if signed else 0
+    acc_min, acc_max = accumulator_range(weight, lo, max_abs)
+    positive_sum = np.maximum(weight, 0).sum(axis=1)
+    negative_sum = np.maximum(-weight, 0).sum(axis=1)
+    max_end, min_end = worst_case_ends(positive_sum, negative_sum, lo, max_abs)
+    np.testing.assert_array_equal(max_end, acc_max)
+    np.testing.assert_array_equal(min_end, -acc_min)
 
 
 @given(lo=st.integers(-600, 600), hi=st.integers(-600, 600))

@@ -30,12 +30,7 @@ class _RecordEpochs(Callback):
     def on_epoch_end(self, net, **kwargs):
         self.outputs.append(net.forward(self.X))
         module = net.module_
-        self.over_budget.append(
-            sum(
-                int((module.row_costs(linear, m) > module.accumulator_budget).sum())
-                for linear, m in zip(module.linears, module._max_abs_inputs())
-            )
-        )
+        self.over_budget.append(sum(int(over.sum()) for over in module.rows_over_budget()))
 
 
 class _SpoilLastEpoch(Callback):

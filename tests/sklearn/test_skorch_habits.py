@@ -108,7 +108,7 @@ def _contradicting_copies(X, y):
 
 
 def test_rows_of_weight_zero_are_ignored(iris_split):
-    X_train, X_test, y_train, _ = iris_split
+    X_train, X_test, y_train, y_test = iris_split
     codes = np.searchsorted(["setosa", "versicolor", "virginica"], y_train)
     X_both, y_both = _contradicting_copies(X_train, codes)
     first = np.r_[np.ones(len(X_train)), np.zeros(len(X_train))]
@@ -119,7 +119,13 @@ def test_rows_of_weight_zero_are_ignored(iris_split):
     # the weighted model follows the rows that count, as the model trained on them alone does
     assert (on_true.predict(X_train) == codes).mean() >= 0.8
     assert (on_shifted.predict(X_train) == (codes + 1) % 3).mean() >= 0.8
-    assert (on_true.predict(X_test) == alone.predict(X_test)).mean() >= 0.85
+    # two 3-bit models of iris agree on 0.84-0.95 of its 38 test rows (seeds 0-2); a model
+    # that learned from the contradicting rows too would be near chance
+    test_codes = np.searchsorted(["setosa", "versicolor", "virginica"], y_test)
+    assert (on_true.predict(X_test) == alone.predict(X_test)).mean() >= 0.8
+    assert (on_true.predict(X_test) == test_codes).mean() >= (
+        alone.predict(X_test) == test_codes
+    ).mean() - 0.1
 
 
 def test_sample_weight_in_regression_and_partial_fit():

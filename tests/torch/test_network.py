@@ -10,6 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from qnn_sklearn.quantization.bounds import accumulator_range
 from qnn_sklearn.torch import build_brevitas_qat_model
 from qnn_sklearn.torch.compile import PlansItsRounding
 from qnn_sklearn.torch.network import SparseQuantNeuralNetwork
@@ -136,9 +137,10 @@ def test_pruning_bounds_every_neuron(n_w_bits, n_a_bits, n_accum_bits, prune, se
     # a signed input grid is narrow; activations after ReLU are unsigned
     grids = [_grid(n_a_bits, True, True)] + [_grid(n_a_bits, False, False)] * 2
     for linear, grid in zip(module.linears, grids):
-        integer_weights = linear.quant_weight().int().to(torch.int64)
-        max_abs_input = max(abs(v) for v in grid)
-        assert int((integer_weights.abs().sum(dim=1) * max_abs_input).max()) <= budget
+        integer_weights = linear.quant_weight().int().to(torch.int64).numpy()
+        # the narrow signed grid is symmetric; the unsigned one starts at 0
+        low, high = accumulator_range(integer_weights, min(grid), max(grid))
+        assert -budget <= low.min() and high.max() <= budget
     if prune:
         assert all(width <= 0.75 * 48 for width in module.hidden_widths())
     # The certified accumulators of the imported integer model fit n_accum_bits too.
