@@ -121,7 +121,7 @@ class QuantizedBrevitasQuant(QuantizedOp):
         return builder.quantize_input(x, self._activation_quantizer(inputs, node_name))
 
     def on_encrypted(self, builder, x, inputs, node_name):
-        return builder.add_lookup(x, self._activation_quantizer(inputs, node_name))
+        return builder.add_lookup(x, self._activation_quantizer(inputs, node_name), node_name)
 
 
 class _Reshape:
