@@ -34,7 +34,7 @@ from ..quantization.rounding import (
 )
 from .input_quantizer import calibrated_input_quantizer
 from .neuron_pruning import NeuronPruning
-from .pruning import WeightMask, sliced_linear
+from .pruning import WeightMask, integer_values, sliced_linear
 
 MAX_BITWIDTH_BACKWARD_COMPATIBLE = 8
 """Largest accumulator a seed-compatible model may certify (``n_accum_bits``'s usual cap)."""
@@ -199,9 +199,7 @@ class SparseQuantNeuralNetwork(NeuronPruning, nn.Module):
         if self.rounding_threshold_bits is None:
             lsbs = (0,) * len(self.act_quants)
         else:
-            with torch.no_grad():
-                integers = [weight.int().to(torch.int64) for weight in weights[:-1]]
-                lsbs = self._plan(integers).lsbs
+            lsbs = self._plan([integer_values(weight) for weight in weights[:-1]]).lsbs
         for linear, weight, layer_lsbs, activation, act_quant in zip(
             self.linears, weights, lsbs, self.activations, self.act_quants
         ):
@@ -292,7 +290,7 @@ class SparseQuantNeuralNetwork(NeuronPruning, nn.Module):
     def _integer_weight(self, linear) -> torch.Tensor:
         """The layer's integer weights as Brevitas quantizes the current (masked) weight."""
         with torch.no_grad():
-            return linear.quant_weight().int().to(torch.int64)
+            return integer_values(linear.quant_weight())
 
     def hidden_widths(self) -> list[int]:
         return [linear.out_features for linear in self.linears[:-1]]

@@ -15,6 +15,7 @@ from torch.nn.utils import parametrize
 from .pruning import (
     WeightMask,
     budget_mask,
+    integer_values,
     is_masked,
     raw_weight,
     rows_over_budget,
@@ -93,7 +94,8 @@ class NeuronPruning:
         weight = linear.quant_weight()
         for _ in range(8):
             with torch.no_grad():
-                over = rows_over_budget(weight.int(), input_range, self.accumulator_budget)
+                budget = self.accumulator_budget
+                over = rows_over_budget(integer_values(weight), input_range, budget)
                 if not over.any():
                     break
                 active = linear.weight.detach()
@@ -143,4 +145,3 @@ class NeuronPruning:
             act_quant.train(was_training)
             self.linears[index] = sliced_linear(linear, rows=alive)
             self.linears[index + 1] = sliced_linear(following, columns=alive)
-

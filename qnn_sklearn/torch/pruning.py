@@ -72,6 +72,16 @@ def rows_over_budget(
     return (max_end > budget) | (min_end > budget)
 
 
+def integer_values(quantized) -> torch.Tensor:
+    """The integers of a Brevitas QuantTensor straight from a quantizer, as int64.
+
+    ``QuantTensor.int()`` first checks that the values lie on the grid, which costs more
+    than quantizing them; every training step needs these integers (budget, rounding plan).
+    """
+    with torch.no_grad():
+        return torch.round(quantized.value / quantized.scale + quantized.zero_point).to(torch.int64)
+
+
 def is_masked(linear) -> bool:
     return parametrize.is_parametrized(linear, "weight")
 
