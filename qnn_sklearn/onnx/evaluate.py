@@ -73,6 +73,50 @@ def _pad(x, pads, value=None, axes=None, mode=b"constant"):
     return np.pad(x, widths, constant_values=0.0 if value is None else float(value))
 
 
+MAX_CONSTANT_ELEMENTS = 2**20
+"""Largest tensor a ConstantOfShape node may ask for (its shape is untrusted input)."""
+
+
+def _constant_of_shape(shape, value=None):
+    shape = tuple(int(d) for d in np.asarray(shape).reshape(-1))
+    if any(d < 0 for d in shape) or int(np.prod(shape)) > MAX_CONSTANT_ELEMENTS:
+        raise ValueError(
+            f"ConstantOfShape asks for a {shape} tensor; at most {MAX_CONSTANT_ELEMENTS} "
+            "elements are supported."
+        )
+    fill = 0.0 if value is None else float(np.asarray(value).reshape(-1)[0])
+    return np.full(shape, fill)
+
+
+def _slice(data, starts, ends, axes=None, steps=None):
+    axes = range(len(starts)) if axes is None else axes
+    steps = np.ones(len(starts)) if steps is None else steps
+    index = [slice(None)] * data.ndim
+    for axis, start, end, step in zip(axes, starts, ends, steps):
+        end = int(np.clip(end, -(2**62), 2**62))  # ONNX writes "to the end" as ±2⁶³
+        index[int(axis)] = slice(int(start), end, int(step))
+    return data[tuple(index)]
+
+
+_INTEGER_TYPES = {
+    onnx.TensorProto.INT8,
+    onnx.TensorProto.INT16,
+    onnx.TensorProto.INT32,
+    onnx.TensorProto.INT64,
+    onnx.TensorProto.UINT8,
+    onnx.TensorProto.UINT16,
+    onnx.TensorProto.UINT32,
+    onnx.TensorProto.UINT64,
+}
+
+
+def _cast(x, to, saturate=1):
+    """Values stay float64; a cast to an integer type truncates, to bool tests for non-zero."""
+    if to == onnx.TensorProto.BOOL:
+        return (x != 0).astype(np.float64)
+    return np.trunc(x) if to in _INTEGER_TYPES else x
+
+
 _EVALUATORS = {
     "Gemm": _gemm,
     "MatMul": lambda a, b: a @ b,
@@ -93,14 +137,48 @@ _EVALUATORS = {
     "Transpose": lambda x, perm=None: np.transpose(x, perm),
     "Concat": lambda *xs, axis: np.concatenate(xs, axis=axis),
     "Where": lambda condition, a, b: np.where(condition != 0, a, b),
+    "ConstantOfShape": _constant_of_shape,
+    "Slice": _slice,
+    "Cast": _cast,
 }
 
 
 def _attribute(attribute: onnx.AttributeProto):
     """The attribute's value; text as ``str`` (e.g. Gelu's ``approximate``), as the stages
-    compare it."""
+    compare it; a tensor as a numpy array."""
     value = onnx.helper.get_attribute_value(attribute)
+    if isinstance(value, onnx.TensorProto):
+        return numpy_helper.to_array(value).astype(np.float64)
     return value.decode() if isinstance(value, bytes) else value
+
+
+def can_evaluate(op_type: str) -> bool:
+    """Whether :func:`evaluate_node` knows ``op_type``."""
+    return op_type in _EVALUATORS
+
+
+def _reshape_constant(x, shape, allowzero=0):
+    """ONNX Reshape of a constant: every axis as the shape says (no batch axis to keep)."""
+    dims = [int(d) for d in shape]
+    if not allowzero:
+        dims = [x.shape[i] if d == 0 else d for i, d in enumerate(dims)]
+    return x.reshape(dims)
+
+
+def evaluate_node(node: onnx.NodeProto, inputs: list, on_data: bool = True) -> np.ndarray:
+    """The node's (first) output in float64; ``inputs`` are arrays, None for absent ones.
+
+    ``on_data``: whether an input depends on the graph's data input, whose batch axis a
+    Reshape keeps free. The importer folds constant subgraphs with it (torch writes a Pad's
+    widths as one).
+    """
+    if node.op_type not in _EVALUATORS:
+        raise ValueError(f"Unsupported ONNX operator {node.op_type!r} (node {node.name!r}).")
+    attributes = {a.name: _attribute(a) for a in node.attribute}
+    evaluator = _EVALUATORS[node.op_type]
+    if node.op_type == "Reshape" and not on_data:
+        evaluator = _reshape_constant
+    return evaluator(*inputs, **attributes)
 
 
 def evaluate_onnx(model: onnx.ModelProto, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -114,13 +192,14 @@ def evaluate_onnx(model: onnx.ModelProto, x: np.ndarray) -> dict[str, np.ndarray
     }
     (data_input,) = [inp for inp in graph.input if inp.name not in values]
     values[data_input.name] = np.asarray(x, dtype=np.float64)
+    on_data = {data_input.name}  # the tensors that depend on the data input
     for node in graph.node:
         if node.op_type == "Constant":
             values[node.output[0]] = numpy_helper.to_array(node.attribute[0].t).astype(np.float64)
             continue
-        if node.op_type not in _EVALUATORS:
-            raise ValueError(f"Unsupported ONNX operator {node.op_type!r} (node {node.name!r}).")
-        attributes = {a.name: _attribute(a) for a in node.attribute}
         inputs = [values[name] if name else None for name in node.input]  # "": input absent
-        values[node.output[0]] = _EVALUATORS[node.op_type](*inputs, **attributes)
+        data = any(name in on_data for name in node.input)
+        if data:
+            on_data.add(node.output[0])
+        values[node.output[0]] = evaluate_node(node, inputs, data)
     return values

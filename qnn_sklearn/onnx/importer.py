@@ -16,6 +16,7 @@ from ..quantization import ONNX_OPS_TO_QUANTIZED_IMPL, PostTrainingOptions, Quan
 from ..quantization.builder import ModuleBuilder
 from ..quantization.rounding import RoundingPlan
 from ..quantization.values import ClearInput, Constant
+from .evaluate import can_evaluate, evaluate_node
 
 
 class UnsupportedOperatorError(ValueError):
@@ -67,6 +68,17 @@ def _attribute(attribute: onnx.AttributeProto):
     return numpy_helper.to_array(value) if isinstance(value, onnx.TensorProto) else value
 
 
+def _fold(node: onnx.NodeProto, inputs: list, registry) -> Constant:
+    """A node of no registered op on constants only (shape arithmetic, such as the
+    ConstantOfShape / Slice / Cast subgraph torch writes for a Pad's widths), folded by the
+    float evaluator; UnsupportedOperatorError for anything else."""
+    constants = [value for value in inputs if value is not None]
+    if not can_evaluate(node.op_type) or not all(isinstance(v, Constant) for v in constants):
+        raise UnsupportedOperatorError(node.op_type, node.name, registry)
+    values = [None if value is None else value.value for value in inputs]
+    return Constant(np.asarray(evaluate_node(node, values, on_data=False), dtype=np.float64))
+
+
 def _walk(model: onnx.ModelProto, builder: ModuleBuilder):
     """Translate every node in order; returns the data input's shape (one row) and the
     value of the graph's output."""
@@ -83,9 +95,10 @@ def _walk(model: onnx.ModelProto, builder: ModuleBuilder):
     values[data_inputs[0].name] = ClearInput(input_shape)
     registry = ONNX_OPS_TO_QUANTIZED_IMPL
     for node in graph.node:
-        if node.op_type not in registry:
-            raise UnsupportedOperatorError(node.op_type, node.name, registry)
-        op = registry[node.op_type]({a.name: _attribute(a) for a in node.attribute})
         inputs = [values[name] if name else None for name in node.input]
+        if node.op_type not in registry:
+            values[node.output[0]] = _fold(node, inputs, registry)
+            continue
+        op = registry[node.op_type]({a.name: _attribute(a) for a in node.attribute})
         values[node.output[0]] = op.apply(builder, inputs, list(node.input), node.name)
     return input_shape, values[graph.output[0].name]

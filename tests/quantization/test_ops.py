@@ -15,6 +15,7 @@ from qnn_sklearn.quantization.program import LookupStep
 from qnn_sklearn.quantization.stages import ACTIVATIONS, BINARY_OPERATIONS, Activation
 from qnn_sklearn.torch import build_torch_model
 
+
 class Erf(torch.nn.Module):
     def forward(self, x):
         return torch.erf(x)
