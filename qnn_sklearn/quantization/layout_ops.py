@@ -9,24 +9,14 @@ from .op_base import QuantizedOp, float_value, require
 from .values import ClearInput, Constant, Encrypted
 
 
-class _ClearPad:
-    """A picklable constant padding of each row of a clear batch."""
-
-    def __init__(self, widths, value: float):
-        self.widths = tuple((int(a), int(b)) for a, b in widths)
-        self.value = float(value)
-
-    def __call__(self, x):
-        return np.pad(x, ((0, 0), *self.widths), constant_values=self.value)
-
-
 class QuantizedPad(QuantizedOp):
     """Pad in ``constant`` mode, on the features (never the batch axis), up to
     :data:`~.linear_maps.MAX_WINDOW_ATTRIBUTE` per side.
 
     On an encrypted tensor it is a LinearStep: a 0/1 matrix copies the features, and the pad
     value is added as a constant, which must be a level of the input's grid (0 always is,
-    since every grid holds 0 exactly).
+    since every grid holds 0 exactly). The clear input is quantized first (post-training), so
+    the client's pre-processing stays what a deployed model can describe.
     """
 
     op_type = "Pad"
@@ -53,14 +43,14 @@ class QuantizedPad(QuantizedOp):
             value = float(float_value(inputs[2], f"{node_name}: the pad value").reshape(-1)[0])
         return list(zip(pads[1:rank], pads[rank + 1 :])), value
 
+    def apply(self, builder, inputs, names, node_name):
+        if isinstance(inputs[0], ClearInput):
+            inputs = [builder.ensure_quantized(inputs[0], names[0], node_name), *inputs[1:]]
+        return super().apply(builder, inputs, names, node_name)
+
     def on_constant(self, x, inputs, node_name):
         widths, value = self._widths(inputs, node_name, np.ndim(x.value) - 1)
-        return Constant(_ClearPad(widths, value)(x.value))
-
-    def on_clear_input(self, builder, x, inputs, node_name):
-        widths, value = self._widths(inputs, node_name, len(x.feature_shape))
-        shape = tuple(d + a + b for d, (a, b) in zip(x.feature_shape, widths))
-        return ClearInput(shape, x.preprocessing + (_ClearPad(widths, value),))
+        return Constant(np.pad(x.value, [(0, 0), *widths], constant_values=value))
 
     def on_encrypted(self, builder, x, inputs, node_name):
         widths, value = self._widths(inputs, node_name, len(x.feature_shape))
@@ -70,7 +60,7 @@ class QuantizedPad(QuantizedOp):
             f"{node_name}: the pad value {value} is not a level of the input's grid (step "
             f"{x.grid.scale}); pad with 0.",
         )
-        source = _ClearPad(widths, -1)(np.arange(x.span.size).reshape(1, *x.feature_shape))[0]
+        source = np.pad(np.arange(x.span.size).reshape(x.feature_shape), widths, constant_values=-1)
         inside = source.reshape(-1) >= 0
         check_map_size(source.size, x.span.size, node_name)
         matrix = np.zeros((source.size, x.span.size), dtype=np.int64)

@@ -142,7 +142,8 @@ class QuantizedModule:
         else:
             outputs = _execute_in_threads(circuit, q_x, self.run_options.fhe_threads)
         progress = tqdm(outputs, total=len(q_x), desc=f"FHE {fhe}", disable=not verbose, unit="row")
-        return np.concatenate([np.asarray(output).reshape(1, -1) for output in progress])
+        rows = [np.asarray(output).reshape(1, *self.output_shape) for output in progress]
+        return np.concatenate(rows)
 
     def _simulate_batched(self, q_x: np.ndarray, verbose=False) -> np.ndarray:
         """Simulate ``run_options.simulation_batch`` rows per call of a simulation-only circuit.
@@ -164,7 +165,8 @@ class QuantizedModule:
             n = len(chunk)
             if n < batch:
                 chunk = np.concatenate([chunk, np.zeros((batch - n,) + chunk.shape[1:], np.int64)])
-            outputs.append(np.asarray(circuit.simulate(chunk)).reshape(batch, -1)[:n])
+            simulated = np.asarray(circuit.simulate(chunk))
+            outputs.append(simulated.reshape(batch, *self.output_shape)[:n])
         return np.concatenate(outputs)
 
     def _simulation_circuit(self):
@@ -180,6 +182,14 @@ class QuantizedModule:
             compiler = fhe.Compiler(self._circuit_function, {"x": "encrypted"})
             self._simulation = batch, compiler.compile(batches, configuration=configuration)
         return self._simulation[1]
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        """The features of one output row, e.g. (C, H, W) for a convolution's output: the
+        circuit's results are given this shape, as the clear program's are."""
+        circuit_input = self._preprocess(np.zeros((1, *self.input_shape)))
+        zeros = np.zeros(circuit_input.shape, dtype=np.int64)
+        return run_program(self.steps, zeros).shape[1:]
 
     def forward(self, x, fhe: str = "disable", verbose: bool = False) -> np.ndarray:
         """Float in, float out through the integer model."""

@@ -166,3 +166,22 @@ def test_ptq_cnn_tracks_the_float_network(ptq_cnn):
 def test_max_pool_report_counts_three_lookups_per_output(qat_cnn):
     (report,) = [r for r in qat_cnn[2].bitwidth_report() if r["layer"].endswith("MaxPool")]
     assert report["pbs_count"] == 3 * report["neurons"]  # a 2×2 window: 4 − 1 maxima
+
+
+def test_a_convolutional_output_keeps_its_shape_in_every_mode():
+    """A network ending on a convolution: clear, simulated and dequantized outputs are all
+    (n, C, H, W), and the per-channel dequantization applies to the right channel."""
+    torch.manual_seed(44)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU(), torch.nn.Conv2d(2, 3, 1)
+    ).eval()
+    inputset = images(50, seed=45)
+    module = compile_torch_model(model, inputset, n_bits=3)
+    q = module.quantize_input(inputset[:4])
+    clear = module.quantized_forward(q)
+    assert clear.shape == (4, 3, 2, 2) and module.output_shape == (3, 2, 2)
+    np.testing.assert_array_equal(module.quantized_forward(q, fhe="simulate"), clear)
+    with torch.no_grad():
+        reference = model(torch.tensor(inputset[:4])).numpy()
+    error = np.abs(module.dequantize_output(clear) - reference).mean()
+    assert error < np.abs(module.dequantize_output(clear) - np.roll(reference, 1, axis=1)).mean()
