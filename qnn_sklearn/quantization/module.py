@@ -142,7 +142,8 @@ class QuantizedModule:
         else:
             outputs = _execute_in_threads(circuit, q_x, self.run_options.fhe_threads)
         progress = tqdm(outputs, total=len(q_x), desc=f"FHE {fhe}", disable=not verbose, unit="row")
-        rows = [np.asarray(output).reshape(1, *self.output_shape) for output in progress]
+        shape = self.output_shape
+        rows = [np.asarray(output).reshape(1, *shape) for output in progress]
         return np.concatenate(rows)
 
     def _simulate_batched(self, q_x: np.ndarray, verbose=False) -> np.ndarray:
@@ -158,7 +159,7 @@ class QuantizedModule:
         """
         circuit = self._simulation_circuit()
         batch = self.run_options.simulation_batch
-        outputs = []
+        outputs, shape = [], self.output_shape
         starts = range(0, len(q_x), batch)
         for start in tqdm(starts, desc="FHE simulate", disable=not verbose, unit="batch"):
             chunk = q_x[start : start + batch]
@@ -166,7 +167,7 @@ class QuantizedModule:
             if n < batch:
                 chunk = np.concatenate([chunk, np.zeros((batch - n,) + chunk.shape[1:], np.int64)])
             simulated = np.asarray(circuit.simulate(chunk))
-            outputs.append(simulated.reshape(batch, *self.output_shape)[:n])
+            outputs.append(simulated.reshape(batch, *shape)[:n])
         return np.concatenate(outputs)
 
     def _simulation_circuit(self):
