@@ -5,6 +5,8 @@ every expected value is computed from the grid and the op's attributes alone."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -12,9 +14,10 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from qnn_sklearn.quantization import ONNX_OPS_TO_QUANTIZED_IMPL as OPS
-from qnn_sklearn.quantization import QuantizationOptions, UniformQuantizer
+from qnn_sklearn.quantization import PostTrainingOptions, QuantizationOptions, UniformQuantizer
 from qnn_sklearn.quantization.builder import ModuleBuilder
 from qnn_sklearn.quantization.program import LinearStep, LookupStep, run_program
+from qnn_sklearn.quantization.stages import Select, stage_from_json
 from qnn_sklearn.quantization.values import ClearInput, Constant, QuantizedConstant
 
 SETTINGS = settings(deadline=None, max_examples=15)
@@ -284,3 +287,28 @@ def test_where_with_a_constant_condition_selects_in_the_view():
     np.testing.assert_array_equal(view, np.where([1, 0, 1, 0], SCALE * q, 0.5))
     with pytest.raises(ValueError, match="constant condition"):
         h.apply("Where", [h.x, h.x, Constant(np.array(0.5))])
+
+
+def test_post_training_residual_requantizes_the_finer_branch_onto_the_coarser_grid():
+    """Post-training, an Add of tensors on grids of step SCALE and 2·SCALE re-quantizes the
+    finer one by a lookup (no clipping: the lookup's grid holds all its values), then sums
+    exactly on the coarser grid."""
+    options = PostTrainingOptions(3, 3, 3, calibration={})
+    h = Harness((4,), post_training=options)
+    coarse_quantizer = UniformQuantizer(QuantizationOptions(3, is_signed=True), 2 * SCALE, 0)
+    coarse = h.builder.add_lookup(h.x, coarse_quantizer, "coarse")
+    out = h.apply("Add", [h.x, coarse])
+    assert out.grid.scale == 2 * SCALE
+    lookups = [s for s in h.builder.steps if isinstance(s, LookupStep)]
+    assert len(lookups) == 2  # the coarse quantizer, then the fine branch's re-quantization
+    q = h.random_inputs(30)
+    rounded = np.rint(q / 2.0)  # the fine branch, in steps of 2·SCALE (half to even, np.rint)
+    np.testing.assert_array_equal(h.integers(out, q), rounded + np.clip(np.rint(q / 2.0), -4, 3))
+    assert_within_certified(h, out, q)
+
+
+def test_select_stage_survives_json():
+    stage = Select(np.array([True, False]), np.array(0.5), tensor_first=False)
+    again = stage_from_json(json.loads(json.dumps(stage.to_json())))
+    x = np.array([[1.0, 2.0], [3.0, 4.0]])
+    np.testing.assert_array_equal(again(x), np.where([True, False], 0.5, x))
