@@ -35,7 +35,8 @@ def measure(precision: int, runs: int) -> dict:
     per-machine table also uses)."""
     row = time_lookups(precision, N_VALUES, runs, p_error=P_ERROR)
     wall = row.pop("median_s")
-    del row["n_values"], row["lsbs_to_remove"]
+    for name in ("n_values", "lsbs_to_remove", "fan_in", "round_trip"):
+        del row[name]
     return {**row, "wall_per_pbs_s": wall / N_VALUES, "latency_s": wall / N_VALUES * cores()}
 
 

@@ -19,7 +19,6 @@ import os
 import statistics
 import time
 from collections.abc import Callable, Iterable
-from functools import partial
 
 import numpy as np
 
@@ -33,21 +32,23 @@ from .machine_costs import (
     write_machine_costs,
 )
 
-WIDE_VALUES = 16
-"""Lookups in the wide circuit of :func:`measure_machine_costs` (8 per core on 2 cores): enough
-to keep the cores busy, few enough that the 8-bit circuit runs in seconds."""
+
+def wide_values(precision: int) -> int:
+    """Lookups in the wide circuit of :func:`measure_machine_costs`: 64 up to 4 bits, halved
+    per bit above, at least 16 (8 per core on 2 cores). Enough lookups that their time stands
+    well above a loaded machine's noise on the call's fixed cost; few enough that the 7-bit
+    circuit runs in seconds."""
+    return max(16, 64 >> max(precision - 4, 0))
+
 
 ROUNDING_CASE = (4, 4)
-"""(kept bits, removed bits) of the rounded circuit whose extra time prices one removed bit:
-an 8-bit accumulator (the default ``n_accum_bits``) rounded to the 4 bits the default
-rounding keeps (``n_a_bits + 1``). A 6-to-4-bit rounding measured under half this per bit,
-while a default breast_cancer network's removed bits cost nearly a 4-bit lookup each (issue
-16's measurement): the price per bit grows with the accumulator, so the table measures the
-common case."""
+"""(kept bits, removed bits) of the rounded layer that prices one removed bit: an 8-bit
+accumulator (the default ``n_accum_bits``) rounded to the 4 bits the default rounding keeps
+(``n_a_bits + 1``)."""
 
 LAYER_FAN_IN = 8
-"""Inputs of the dot product before each lookup in the table's circuits (as in
-benchmarks/rounding_cost.py, whose layers these circuits follow)."""
+"""Inputs of the dot product before the rounding in the table's rounded layer (as in
+benchmarks/rounding_cost.py, whose layers it follows)."""
 
 
 def cores() -> int:
@@ -77,14 +78,14 @@ def time_lookups(
 ) -> dict:
     """Compile, keygen and time one circuit of ``n_values`` lookups at ``precision`` bits.
 
-    With ``fan_in``, each lookup reads the accumulator of a leveled dot product of ``fan_in``
-    3-bit inputs, as a neuron of our layers does: the dot product's noise makes concrete pick
-    larger parameters than for a bare lookup (measured: a lookup in such a layer costs about
-    1.5× the bare one). ``precision == 0`` times a circuit without any bootstrap (``x + 1``):
-    the fixed cost of a call. ``round_trip`` times encryption, run and decryption (what one
-    row costs its user) instead of the server's run alone. Returns the median and every run in
-    seconds, compile and keygen times, the PBS count, key sizes, and whether the decrypted
-    result equals the function evaluated in the clear.
+    With ``fan_in``, each lookup (or its rounding) reads the accumulator of a leveled dot
+    product of ``fan_in`` 3-bit inputs whose largest value fills ``precision +
+    lsbs_to_remove`` bits, as a neuron of our layers does. ``precision == 0`` times a circuit
+    without any bootstrap (``x + 1``): the fixed cost of a call. ``round_trip`` times
+    encryption, run and decryption (what one row costs its user) instead of the server's run
+    alone. Returns the median and every run in seconds, compile and keygen times, the PBS
+    count, key sizes, and whether the decrypted result equals the function evaluated in the
+    clear.
     """
     size, unit, acc_bits = 2**precision, 2**lsbs_to_remove, precision + lsbs_to_remove
     weight = _layer_weights(fan_in, n_values, acc_bits, lsbs_to_remove) if fan_in else None
@@ -145,20 +146,26 @@ def time_lookups(
 
 def measure_machine_costs(
     precisions: Iterable[int] = range(1, 8),
-    runs: int = 3,
+    runs: int = 5,
     progress: Callable[[str], None] | None = None,
 ) -> MachineCosts:
     """This machine's table: per precision, the time of one PBS and the fixed cost of a call.
 
-    Every circuit is shaped like one of our layers (a dot product of :data:`LAYER_FAN_IN`
-    inputs before each lookup) and timed from encryption to decryption. Each precision is
-    timed on one neuron and on :data:`WIDE_VALUES`: the slope between the two is one PBS with
-    every core busy (what the lookups of a layer cost), the remainder is the call's fixed
-    cost, which grows with the bootstrap key. The circuit without lookups gives the fixed cost
-    of a leveled-only circuit; the rounded circuit of :data:`ROUNDING_CASE` gives one removed
-    bit, as its extra time over the same lookup without rounding. 1..7 bits by default: wider
-    lookups are extrapolated (:meth:`MachineCosts.lookup_at`), as the 8-bit keys alone take
-    minutes to make and use. A few minutes on 2 cores.
+    Every circuit is timed from encryption to decryption. Each precision's bare lookup (the
+    circuit of ``benchmarks/pbs_floor.py``) is timed on one value and on :func:`wide_values`:
+    the slope between the two is one PBS with every core busy (what the lookups of a layer
+    cost), the remainder is the call's fixed cost, which grows with the bootstrap key. The
+    circuit without lookups gives the fixed cost of a leveled-only circuit.
+
+    A removed bit is priced on a layer: :data:`LAYER_FAN_IN` inputs, a dot product to an
+    accumulator of :data:`ROUNDING_CASE`'s bits, the rounding, the lookup; its slope per
+    neuron, less one bare lookup, over the removed bits. The rounding reads the dot product's
+    noise, which makes concrete choose larger parameters than for a bare value (measured here:
+    a 6-to-4-bit rounding of bare values cost half as much per bit), while the lookup after it
+    reads the rounding's fresh output, as a bare lookup does.
+
+    1..7 bits by default: wider lookups are extrapolated (:meth:`MachineCosts.lookup_at`), as
+    the 8-bit keys alone take minutes to make and use. A few minutes on 2 cores.
     """
     report = progress or (lambda message: None)
     precisions = sorted(set(precisions))
@@ -167,28 +174,28 @@ def measure_machine_costs(
     kept, removed = ROUNDING_CASE
     if kept not in precisions:
         raise ValueError(f"Measure precisions up to {kept} at least (the rounding's lookup).")
-    timed = partial(time_lookups, runs=runs, fan_in=LAYER_FAN_IN, round_trip=True)
-    leveled = timed(0, WIDE_VALUES)
-    lookup_s, overhead_s, rows = [], [], [leveled]
-    for precision in precisions:
-        one, wide = timed(precision, 1), timed(precision, WIDE_VALUES)
-        slope = (wide["median_s"] - one["median_s"]) / (WIDE_VALUES - 1)
+
+    def slope_and_rest(precision: int, n_wide: int, **circuit) -> tuple[float, float]:
+        one = time_lookups(precision, 1, runs, round_trip=True, **circuit)
+        wide = time_lookups(precision, n_wide, runs, round_trip=True, **circuit)
+        if not (one["correct"] and wide["correct"]):
+            raise RuntimeError(f"A timing circuit decrypted a wrong result: {one}, {wide}.")
+        slope = (wide["median_s"] - one["median_s"]) / (n_wide - 1)
         # a noisy run can make the slope vanish: then the wide circuit's mean per lookup
-        lookup_s.append(slope if slope > 0 else wide["median_s"] / WIDE_VALUES)
-        overhead_s.append(max(one["median_s"] - lookup_s[-1], 0.0))
-        rows += [one, wide]
-        report(
-            f"{precision} bits: {1e3 * lookup_s[-1]:.2f} ms per PBS, "
-            f"{1e3 * overhead_s[-1]:.1f} ms per call"
-        )
-        if precision == kept:
-            native = wide
-    rounded = timed(kept, WIDE_VALUES, lsbs_to_remove=removed)
-    rows.append(rounded)
-    round_s = max((rounded["median_s"] - native["median_s"]) / (WIDE_VALUES * removed), 0.0)
-    failed = [row for row in rows if not row["correct"]]
-    if failed:
-        raise RuntimeError(f"A timing circuit decrypted a wrong result: {failed[0]}.")
+        slope = slope if slope > 0 else wide["median_s"] / n_wide
+        return slope, max(one["median_s"] - slope, 0.0)
+
+    leveled = time_lookups(0, wide_values(0), runs, round_trip=True)
+    lookup_s, overhead_s = [], []
+    for precision in precisions:
+        slope, rest = slope_and_rest(precision, wide_values(precision))
+        lookup_s.append(slope)
+        overhead_s.append(rest)
+        report(f"{precision} bits: {1e3 * slope:.2f} ms per PBS, {1e3 * rest:.1f} ms per call")
+    per_neuron, _ = slope_and_rest(
+        kept, wide_values(kept), lsbs_to_remove=removed, fan_in=LAYER_FAN_IN
+    )
+    round_s = max((per_neuron - lookup_s[kept - 1]) / removed, 0.0)
     report(f"rounding: {1e3 * round_s:.2f} ms per removed bit")
     return MachineCosts(
         lookup_s=tuple(lookup_s),

@@ -11,6 +11,7 @@ from sklearn.metrics import check_scoring
 from sklearn.model_selection import ParameterGrid, ParameterSampler
 from sklearn.model_selection._search import BaseSearchCV
 from sklearn.utils._param_validation import Interval
+from sklearn.utils.validation import check_is_fitted
 
 from ..quantization.machine_costs import MachineCosts
 from .latency_model import predicted_latency_s
@@ -42,7 +43,9 @@ class FHEModelSearchCV(BaseSearchCV):
         Random candidates to draw; None searches the whole grid.
     scoring, cv, n_jobs, verbose, pre_dispatch, error_score, return_train_score
         As in ``GridSearchCV`` (``n_jobs`` runs folds in joblib workers, including under
-        ``joblib.parallel_backend("dask")``).
+        ``joblib.parallel_backend("dask")``). Workers must be processes, or Dask workers of
+        one thread each: every fit exports its network with Brevitas, whose export state is
+        global to a process, so two fits in threads of one process collide.
     max_latency_s : float or None
         Budget in seconds per row of FHE execution.
     min_score : float or None
@@ -231,8 +234,7 @@ class FHEModelSearchCV(BaseSearchCV):
         ``reference``: ``{"latency_s": ..., "score": ..., "label": ...}``, another model to
         mark (e.g. Concrete ML's default on the task). Returns the matplotlib Axes.
         """
-        if not hasattr(self, "cv_results_"):
-            raise AttributeError("plot_front needs a fitted search: call fit(X, y) first.")
+        check_is_fitted(self, "cv_results_")
         return plot_front(
             self.cv_results_["mean_test_score"],
             self.cv_results_["predicted_latency_s"],

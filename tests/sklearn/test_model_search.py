@@ -120,6 +120,14 @@ def test_budget_is_respected_by_the_compiled_best_circuit(budget_search, iris_sp
     assert np.array_equal(best.predict(X_test, fhe="simulate"), budget_search.predict(X_test))
 
 
+def test_without_refit_the_budget_still_chooses(iris_split):
+    X_train, _, y_train, _ = iris_split
+    fitted = search(refit=False, max_latency_s=0.02).fit(X_train, y_train)
+    assert fitted.best_params_["module__n_layers"] == 1
+    assert fitted.best_score_ == fitted.cv_results_["mean_test_score"][fitted.best_index_]
+    assert not hasattr(fitted, "best_estimator_")
+
+
 def test_latency_comes_from_the_circuits_bootstraps(iris_split):
     """A hidden layer's price is its layer reports' lookups and removed bits, which are the
     compiled circuit's bootstraps."""
@@ -130,7 +138,10 @@ def test_latency_comes_from_the_circuits_bootstraps(iris_split):
     assert report
     expected = COSTS.call_overhead_at(max(layer["pbs_precision"] for layer in report)) + sum(
         layer["pbs_count"]
-        * (COSTS.lookup_at(layer["pbs_precision"]) + layer["lsbs_to_remove"] * 5.5e-3)
+        * (
+            COSTS.lookup_at(layer["pbs_precision"])
+            + layer["lsbs_to_remove"] * COSTS.round_s_per_bit
+        )
         for layer in report
     )
     assert predicted_latency_s(model.quantized_module_, COSTS) == pytest.approx(expected)
@@ -259,3 +270,12 @@ def test_cache_that_is_not_a_regular_file_is_refused(cache_dir, kind):
         os.mkfifo(path)  # opening it for reading must not wait for a writer
     with pytest.raises(ValueError, match="Refused"):
         read_machine_costs(path)
+
+
+def test_timing_circuit_is_a_rounded_layer_that_decrypts_right():
+    """The measuring method's circuit: a dot product, one removed bit, a 1-bit lookup, per
+    neuron (two bootstraps each), checked against the clear function."""
+    row = pbs_timing.time_lookups(1, 2, runs=1, lsbs_to_remove=1, fan_in=4, round_trip=True)
+    assert row["correct"] and row["pbs_count"] == 2 * (1 + 1)
+    with pytest.raises(ValueError, match="without gaps"):
+        pbs_timing.measure_machine_costs(precisions=[1, 3])
