@@ -7,6 +7,7 @@ import warnings
 from functools import partial
 
 import numpy as np
+from sklearn.base import is_classifier
 from sklearn.metrics import check_scoring
 from sklearn.model_selection import ParameterGrid, ParameterSampler
 from sklearn.model_selection._search import BaseSearchCV
@@ -242,8 +243,16 @@ class FHEModelSearchCV(BaseSearchCV):
             self.best_index_,
             ax=ax,
             reference=reference,
-            score_label=self.scoring if isinstance(self.scoring, str) else "score",
+            score_label=self._score_name(),
         )
+
+    def _score_name(self) -> str:
+        """What the score axis measures: the scoring's name, else the estimator's own score."""
+        if isinstance(self.scoring, str):
+            return self.scoring
+        if self.scoring is None:
+            return "accuracy" if is_classifier(self.estimator) else "R²"
+        return "score"
 
 
 def _select_from_results(results, max_latency_s=None, min_score=None) -> int:

@@ -56,5 +56,5 @@ def plot_front(
     ax.set_xlabel("predicted FHE latency per row (s)")
     ax.set_ylabel(f"cross-validated {score_label}")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="lower right", fontsize="small")
+    ax.legend(loc="best", fontsize="small")
     return ax
