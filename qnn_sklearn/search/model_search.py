@@ -15,6 +15,7 @@ from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
 from ..quantization.machine_costs import MachineCosts
+from ..quantization.pbs_timing import cached_machine_costs
 from .latency_model import predicted_latency_s
 from .plot import plot_front
 from .scoring import LATENCY, LatencyScoring, fhe_model, latency_columns
@@ -172,8 +173,6 @@ class FHEModelSearchCV(BaseSearchCV):
     def fit(self, X, y=None, **params):
         """Cross-validate and price every candidate, choose one, refit and compile it."""
         self._check_settings()
-        from ..quantization.pbs_timing import cached_machine_costs  # measures if not cached
-
         costs = self.machine_costs
         if costs is None:
             costs = cached_machine_costs(progress=print)
