@@ -61,8 +61,7 @@ def spatial_attributes(attributes: dict, n_spatial: int, kernel=None, node_name:
             all(low <= int(v) <= MAX_WINDOW_ATTRIBUTE for v in values),
             f"{node_name}: {name}={list(values)} outside [{low}, {MAX_WINDOW_ATTRIBUTE}].",
         )
-    as_array = lambda values: np.asarray(values, dtype=np.int64)  # noqa: E731
-    return as_array(kernel), as_array(strides), as_array(pads), as_array(dilations)
+    return tuple(np.asarray(v, dtype=np.int64) for v in (kernel, strides, pads, dilations))
 
 
 def windows(spatial, kernel, strides, pads, dilations, node_name: str = ""):

@@ -81,7 +81,6 @@ class QuantizedMaxPool(QuantizedOp):
     op_type = "MaxPool"
 
     def apply(self, builder, inputs, names, node_name):
-        require(len(names) < 2 or not names[1], f"{node_name}: MaxPool indices not supported.")
         x = builder.ensure_quantized(inputs[0], names[0], node_name)
         index, output = _window_index(self, x, node_name)
         require(

@@ -309,10 +309,14 @@ def test_unsupported_torch_layers_are_named(layer, match, entry, mlp, make_input
         entry(model, make_inputset(20))
 
 
-def test_unsupported_conv_is_named():
+def test_conv1d_net_compiles_and_simulates_exactly():
+    """A 1-D convolution (issue 17; it used to be refused as an unsupported operator)."""
     inputset = np.random.default_rng(38).normal(size=(20, 1, 4)).astype(np.float32)
-    with pytest.raises(ValueError, match="Unsupported ONNX operator 'Conv'"):
-        compile_torch_model(_conv_net().eval(), inputset)
+    module = compile_torch_model(_conv_net().eval(), inputset)
+    q = module.quantize_input(100 * inputset)
+    np.testing.assert_array_equal(
+        module.quantized_forward(q, fhe="simulate"), module.quantized_forward(q)
+    )
 
 
 @pytest.mark.parametrize("kwargs", [{"p_error": 2.0}, {"global_p_error": -0.5}], ids=repr)
