@@ -46,7 +46,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -139,21 +138,12 @@ def network_predictions(net, X: np.ndarray, classes: np.ndarray) -> np.ndarray:
     return classes[logits.argmax(axis=1)]
 
 
-def bootstraps_by_precision(circuit) -> list[dict]:
-    """circuit_cost.circuit_pbs on the circuit's MLIR, signed integers read as unsigned.
-
-    Our circuits compute on unsigned ``eint``; Concrete ML's on signed ``esint``, whose
-    lookups and roundings cost the same bootstraps, and which circuit_pbs does not match.
-    """
-    return circuit_pbs(SimpleNamespace(mlir=circuit.mlir.replace("!FHE.esint<", "!FHE.eint<")))
-
-
 def circuit_facts(circuit) -> dict:
     """Bootstrap count (concrete's statistics), bootstraps by precision (the MLIR), widths."""
     stats = circuit.statistics
     return {
         "pbs_count": int(stats["programmable_bootstrap_count"]),
-        "pbs": bootstraps_by_precision(circuit),
+        "pbs": circuit_pbs(circuit),
         "max_bit_width": int(circuit.graph.maximum_integer_bit_width()),
         "bootstrap_key_bytes": int(stats.get("size_of_bootstrap_keys", 0)),
     }

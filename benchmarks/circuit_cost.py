@@ -14,11 +14,11 @@ import numpy as np
 
 _LOOKUP = re.compile(
     r'"FHE(?:Linalg)?\.apply_(?:mapped_|multi_)?lookup_table"\(.*?\) : '
-    r"\((?:tensor<([\dx]+)x)?!FHE\.eint<(\d+)>"
+    r"\((?:tensor<([\dx]+)x)?!FHE\.es?int<(\d+)>"
 )
 _ROUND = re.compile(
-    r'"FHE(?:Linalg)?\.round"\(.*?\) : \((?:tensor<([\dx]+)x)?!FHE\.eint<(\d+)>>?\) -> '
-    r"(?:tensor<[\dx]+x)?!FHE\.eint<(\d+)>"
+    r'"FHE(?:Linalg)?\.round"\(.*?\) : \((?:tensor<([\dx]+)x)?!FHE\.es?int<(\d+)>>?\) -> '
+    r"(?:tensor<[\dx]+x)?!FHE\.es?int<(\d+)>"
 )
 
 
@@ -29,7 +29,8 @@ def _elements(shape: str | None) -> int:
 def circuit_pbs(circuit) -> list[dict]:
     """The bootstraps of the compiled circuit, read from its MLIR.
 
-    A table lookup on ``eint<p>`` is one PBS of precision p per element. An exact
+    A table lookup on ``eint<p>`` (or signed ``esint<p>``, as Concrete ML's circuits compute)
+    is one PBS of precision p per element. An exact
     ``round_bit_pattern`` (``FHE.round`` from ``eint<a>`` to ``eint<b>``) costs one small
     bootstrap per removed bit and element (a - b of them); we count those at precision 1, the
     precision of the parameters concrete picks for them.

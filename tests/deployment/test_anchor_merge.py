@@ -99,3 +99,24 @@ def test_both_systems_get_the_seed_network_and_only_their_own_defaults_otherwise
     assert theirs["module__n_hidden_neurons_multiplier"] == 1 and theirs["max_epochs"] == 50
     assert anchor.estimator_params("qnn_sklearn", "digits", "defaults") == {"random_state": 0}
     assert anchor.estimator_params("concrete_ml", "digits", "defaults") == {"module__n_layers": 3}
+
+
+def test_bootstraps_are_read_from_signed_and_unsigned_circuits():
+    """Concrete ML's circuits compute on signed integers (esint), ours on unsigned (eint): the
+    same rounding and lookups read the same from both (a reader of eint only found none)."""
+    import numpy as np
+    from circuit_cost import circuit_pbs
+
+    from qnn_sklearn.fhe_runtime import fhe
+
+    def round_then_square(x):
+        return fhe.round_bit_pattern(x, lsbs_to_remove=2) ** 2 // 64
+
+    readings = []
+    for low in (0, -32):  # unsigned, then signed inputs
+        compiler = fhe.Compiler(round_then_square, {"x": "encrypted"})
+        circuit = compiler.compile(np.arange(low, low + 32).reshape(-1, 8))
+        assert ("esint" in circuit.mlir) == (low < 0)
+        readings.append(circuit_pbs(circuit))
+    assert readings[0] == readings[1]
+    assert {"kind": "round", "count": 8 * 2, "precision": 1} in readings[1]
