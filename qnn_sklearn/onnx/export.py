@@ -6,6 +6,7 @@ import contextlib
 import io
 import os
 import tempfile
+import threading
 import warnings
 
 import onnx
@@ -16,10 +17,21 @@ def _dummy_input(torch_inputset: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(torch_inputset[:1], dtype=torch.float32)
 
 
+_EXPORT_LOCK = threading.Lock()
+"""One export at a time in a process: Brevitas refuses a second export while one is under way
+(a process-wide flag), and the silencing below swaps process-wide stdout and warning filters.
+Fits in threads of one process (a search with a threading backend) would otherwise fail."""
+
+
 @contextlib.contextmanager
 def _quiet_export():
-    """The exporters print progress and warn about optional packages; a library should not."""
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+    """One export at a time, silenced: the exporters print progress and warn about optional
+    packages; a library should not."""
+    with (
+        _EXPORT_LOCK,
+        warnings.catch_warnings(),
+        contextlib.redirect_stdout(io.StringIO()),
+    ):
         warnings.simplefilter("ignore")
         yield
 

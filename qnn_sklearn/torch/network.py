@@ -186,8 +186,10 @@ class SparseQuantNeuralNetwork(NeuronPruning, nn.Module):
 
     def forward(self, x):
         x = self.input_quant(x)
-        if torch.onnx.is_in_onnx_export():
-            # the export is exact: the integer model rounds by the plan itself
+        if torch.jit.is_tracing():
+            # the ONNX export traces the network, exactly: the integer model rounds by the plan
+            # itself. (Tracing is per thread; torch.onnx.is_in_onnx_export() is process-wide
+            # and would send another thread's training step down this path.)
             for linear, activation, act_quant in zip(
                 self.linears, self.activations, self.act_quants
             ):
