@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import numbers
 import warnings
 from functools import partial
@@ -20,6 +21,10 @@ from .latency_model import predicted_latency_s
 from .plot import plot_front
 from .scoring import LATENCY, LatencyScoring, fhe_model, latency_columns
 from .selection import pareto_front, select_candidate
+
+_LOG = logging.getLogger(__name__)
+"""Where the first search on a machine says that it measures the machine's costs (minutes):
+a library leaves printing to its caller (``logging.basicConfig(level=logging.INFO)``)."""
 
 
 class FHEModelSearchCV(BaseSearchCV):
@@ -175,7 +180,7 @@ class FHEModelSearchCV(BaseSearchCV):
         self._check_settings()
         costs = self.machine_costs
         if costs is None:
-            costs = cached_machine_costs(progress=print)
+            costs = cached_machine_costs(progress=_LOG.info)
         select = partial(
             _select_from_results, max_latency_s=self.max_latency_s, min_score=self.min_score
         )
