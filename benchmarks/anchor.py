@@ -27,6 +27,17 @@ Two settings per task:
   and hold-out). Our defaults are the seed's network, so our two rows train the same model:
   their gap in latency is the run-to-run noise.
 
+**cnn_digits** has one row, ``defaults``: the CNN of examples/cnn_digits.py (cnn_task.py: 8×8
+digits as 1×8×8 images in [0, 1], its stratified 75/25 split, 3-bit Brevitas QAT, 40 epochs,
+Adam lr 3e-3, batch 64, seed 0), trained in each venv by the same code, then compiled by each
+system's own ``compile_brevitas_qat_model`` at its defaults: ``rounding_threshold_bits=None``
+(no accumulator rounding) and ``p_error=None``, which both turn into 2^-40 per bootstrap (ours
+DEFAULT_P_ERROR, theirs ``manage_parameters_for_pbs_errors``); Concrete ML's ``n_bits=None``
+takes the bit widths from Brevitas. Both get one ``QuantIdentity`` after the max pool, which
+Concrete ML's QAT import requires before the second conv. The venvs' torch and Brevitas
+differ (2.13/0.13 and 2.3.1/0.10.2), so the same seed trains different weights. CompiledCNN
+gives it the estimators' ``fit``, ``compile`` and ``predict``, so it is measured as they are.
+
 The hidden width is ×4 the input everywhere, ×1 on MNIST. Every row is measured by the same
 functions on both systems, through the API they share: ``fit``, ``predict(fhe="disable")``,
 ``compile(X_train)`` (which returns the concrete-python circuit), ``circuit.keygen``, and
@@ -52,12 +63,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from circuit_cost import circuit_pbs  # noqa: E402
+from cnn_task import build_cnn, load, torch_predict, train  # noqa: E402
 from task_data import stratified_split  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SYSTEMS = ("qnn_sklearn", "concrete_ml")
-TASKS = ("breast_cancer", "digits", "clusters", "mnist", "checkerboard")
+TASKS = ("breast_cancer", "digits", "clusters", "mnist", "checkerboard", "cnn_digits")
 SETTINGS = ("defaults", "seed")
+CNN_TASK = "cnn_digits"
+CNN_SETTINGS = ("defaults",)
+CNN_COMPILE = {"rounding_threshold_bits": None, "p_error": None}
+"""Both systems' defaults for ``compile_brevitas_qat_model``, written out to be recorded."""
 SMOKE = {"task": "iris", "setting": "seed", "max_epochs": 2, "fhe_rows": 1}
 
 SEED_NETWORK = {
@@ -129,6 +145,46 @@ def trained_network(system: str, model):
     return model.sklearn_model if system == "concrete_ml" else model
 
 
+class CompiledCNN:
+    """cnn_task's Brevitas CNN behind the calls measure_row makes of an estimator (fit,
+    compile, predict), compiled by the system's own ``compile_brevitas_qat_model``."""
+
+    def __init__(self, system: str, compile_args: dict):
+        self.system = system
+        self.compile_args = compile_args
+        self.network = build_cnn(quantize_pool=True)
+        self.module = None
+
+    def fit(self, X: np.ndarray, y: np.ndarray) -> CompiledCNN:
+        train(self.network, X, y)
+        return self
+
+    def compile(self, X: np.ndarray):
+        if self.system == "qnn_sklearn":
+            from qnn_sklearn.torch import compile_brevitas_qat_model
+        else:
+            from concrete.ml.torch.compile import compile_brevitas_qat_model
+        self.module = compile_brevitas_qat_model(self.network, X, **self.compile_args)
+        return self.module.fhe_circuit
+
+    def predict(self, X: np.ndarray, fhe: str) -> np.ndarray:
+        return np.asarray(self.module.forward(X, fhe=fhe)).argmax(axis=1)
+
+
+def make_model(system: str, task: str, params: dict):
+    """The CNN for cnn_digits (``params`` are its compile arguments), else the classifier."""
+    if task == CNN_TASK:
+        return CompiledCNN(system, params)
+    return make_classifier(system, params)
+
+
+def network_labels(system: str, model, X: np.ndarray) -> np.ndarray:
+    """Labels from the trained torch network, before integer import."""
+    if isinstance(model, CompiledCNN):
+        return torch_predict(model.network, X)
+    return network_predictions(trained_network(system, model), X, model.classes_)
+
+
 # -- one row -------------------------------------------------------------------------------------
 
 
@@ -170,19 +226,22 @@ def time_fhe_rows(model, X: np.ndarray, expected: np.ndarray, n_rows: int) -> li
 
 
 def measure_row(system: str, task: str, setting: str, data, params: dict, fhe_rows: int) -> dict:
-    """Train, score in the clear, compile, generate keys and time FHE rows: one table row."""
+    """Train, compile, score in the clear, generate keys and time FHE rows: one table row.
+
+    Compiled before the clear predictions: the CNN's integer model comes from its compile.
+    """
     X_train, X_test, y_train, y_test = data
     load_at_start = os.getloadavg()[0]
     torch.manual_seed(0)
-    model = make_classifier(system, params)
+    model = make_model(system, task, params)
     start = time.perf_counter()
     model.fit(X_train, y_train)
     fit_s = time.perf_counter() - start
-    network_labels = network_predictions(trained_network(system, model), X_test, model.classes_)
-    clear_labels = model.predict(X_test, fhe="disable")
+    network = network_labels(system, model, X_test)
     start = time.perf_counter()
     circuit = model.compile(X_train)
     compile_s = time.perf_counter() - start
+    clear_labels = model.predict(X_test, fhe="disable")
     start = time.perf_counter()
     circuit.keygen(force=True)
     keygen_s = time.perf_counter() - start
@@ -194,9 +253,9 @@ def measure_row(system: str, task: str, setting: str, data, params: dict, fhe_ro
         "n_train": len(X_train),
         "n_test": len(X_test),
         "fit_s": fit_s,
-        "network_accuracy": float(np.mean(network_labels == y_test)),
+        "network_accuracy": float(np.mean(network == y_test)),
         "clear_accuracy": float(np.mean(clear_labels == y_test)),
-        "network_equals_clear": float(np.mean(network_labels == clear_labels)),
+        "network_equals_clear": float(np.mean(network == clear_labels)),
         "compile_s": compile_s,
         **circuit_facts(circuit),
         "keygen_s": keygen_s,
@@ -327,9 +386,16 @@ def summary_cell(row: dict | None) -> str:
     return f"{row['clear_accuracy']:.3f} / {row['pbs_count']} / {row['fhe_s_per_row']:.2f}"
 
 
-def detail_line(task: str, setting: str, system: str, row: dict) -> str:
+def pbs_cell(row: dict) -> str:
+    """The bootstraps by precision that the MLIR shows, and those of concrete's count it does
+    not (Concrete ML's MaxPool is one ``FHELinalg.maxpool2d`` op, lowered by the compiler)."""
     from report import pbs_text  # report imports qnn_sklearn: only the merge (our venv) needs it
 
+    unread = row["pbs_count"] - sum(pbs["count"] for pbs in row["pbs"])
+    return pbs_text(row["pbs"]) + (f" + {unread}×unread" if unread else "")
+
+
+def detail_line(task: str, setting: str, system: str, row: dict) -> str:
     load_start, load_end = row["load_average"]
     cells = [
         task,
@@ -338,7 +404,7 @@ def detail_line(task: str, setting: str, system: str, row: dict) -> str:
         _f(row["network_accuracy"]),
         _f(row["clear_accuracy"]),
         str(row["pbs_count"]),
-        pbs_text(row["pbs"]),
+        pbs_cell(row),
         str(row["max_bit_width"]),
         _f(row["keygen_s"], 1),
         f"{row['fhe_s_per_row']:.2f} ({', '.join(f'{s:.2f}' for s in row['fhe_s_rows'])})",
@@ -359,7 +425,10 @@ def markdown(merged: dict) -> str:
         "results/anchor_concrete_ml.json. The settings, the splits and the measurement are "
         "described in anchor.py's docstring. Accuracy is the clear (integer) model's, which "
         'every FHE row equalled. FHE s/row: median of single-row `predict(fhe="execute")` '
-        "calls after one warm-up row. 2-core machine: read the load beside each figure.",
+        "calls after one warm-up row. 2-core machine: read the load beside each figure. "
+        "PBS by precision: from the circuit's MLIR; ×unread are bootstraps of concrete's count "
+        "that the MLIR does not show as lookups or roundings (Concrete ML's MaxPool is one "
+        "`FHELinalg.maxpool2d` op, lowered by the compiler).",
         "",
         "| task | setting | qnn_sklearn: accuracy / PBS / FHE s per row "
         "| Concrete ML 1.9: accuracy / PBS / FHE s per row | latency ratio (ours / theirs) |",
@@ -395,6 +464,11 @@ def markdown(merged: dict) -> str:
 # -- the command line ------------------------------------------------------------------------
 
 
+def task_settings(task: str) -> tuple[str, ...]:
+    """The settings measured for a task: the CNN has no estimator defaults or seed network."""
+    return CNN_SETTINGS if task == CNN_TASK else SETTINGS
+
+
 def measure(tasks: list[str], smoke: bool, fhe_rows: int) -> None:
     """Measure every (task, setting) with this venv's system, saving each row as it ends."""
     system = installed_system()
@@ -403,11 +477,15 @@ def measure(tasks: list[str], smoke: bool, fhe_rows: int) -> None:
         rows = [(SMOKE["task"], SMOKE["setting"])]
         fhe_rows, max_epochs = SMOKE["fhe_rows"], SMOKE["max_epochs"]
     else:
-        rows = [(task, setting) for task in tasks for setting in SETTINGS]
+        rows = [(task, setting) for task in tasks for setting in task_settings(task)]
         max_epochs = None
     for task, setting in rows:
-        params = estimator_params(system, task, setting, max_epochs)
-        row = measure_row(system, task, setting, stratified_split(task), params, fhe_rows)
+        if task == CNN_TASK:
+            params, data = CNN_COMPILE, load()
+        else:
+            params = estimator_params(system, task, setting, max_epochs)
+            data = stratified_split(task)
+        row = measure_row(system, task, setting, data, params, fhe_rows)
         save_row(path, system, row)
         print(
             f"{system} {task} {setting}: accuracy {row['clear_accuracy']:.3f}, "

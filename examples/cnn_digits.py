@@ -13,84 +13,29 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 import warnings
 
 import numpy as np
-import torch
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
 from qnn_sklearn.quantization.tabulation import bootstraps
 from qnn_sklearn.torch import compile_brevitas_qat_model
 
+# The network, data and training live with the benchmarks, which compile the same CNN with
+# Concrete ML too (benchmarks/anchor.py), in a venv without qnn_sklearn.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks"))
+from cnn_task import (  # noqa: E402
+    BITS,
+    EPOCHS,
+    ROUNDING_THRESHOLD_BITS,
+    build_cnn,
+    load,
+    torch_predict,
+    train,
+)
+
 OUTPUT = os.path.join(os.path.dirname(__file__), "output", "cnn_digits.png")
-
-
-def build_cnn(bits: int | None = 3, channels: tuple[int, int] = (4, 8)) -> torch.nn.Module:
-    """The example's CNN for 1×8×8 images and 10 classes; a float torch network if ``bits`` is
-    None, else its Brevitas version with ``bits``-bit weights and activations.
-
-    Conv 3×3 → BatchNorm → ReLU → MaxPool 2×2 → Conv 3×3 → BatchNorm → ReLU → AvgPool 2×2 →
-    Linear. A benchmark can build the same network from here.
-    """
-    first, second = channels
-    if bits is None:
-        return torch.nn.Sequential(
-            torch.nn.Conv2d(1, first, 3, padding=1),
-            torch.nn.BatchNorm2d(first),
-            torch.nn.ReLU(),
-            torch.nn.MaxPool2d(2),
-            torch.nn.Conv2d(first, second, 3, padding=1),
-            torch.nn.BatchNorm2d(second),
-            torch.nn.ReLU(),
-            torch.nn.AvgPool2d(2),
-            torch.nn.Flatten(),
-            torch.nn.Linear(second * 4, 10),
-        )
-    import brevitas.nn as qnn
-
-    return torch.nn.Sequential(
-        qnn.QuantIdentity(bit_width=bits, signed=False, return_quant_tensor=True),
-        qnn.QuantConv2d(1, first, 3, padding=1, weight_bit_width=bits),
-        torch.nn.BatchNorm2d(first),
-        qnn.QuantReLU(bit_width=bits),
-        torch.nn.MaxPool2d(2),
-        qnn.QuantConv2d(first, second, 3, padding=1, weight_bit_width=bits),
-        torch.nn.BatchNorm2d(second),
-        qnn.QuantReLU(bit_width=bits),
-        torch.nn.AvgPool2d(2),
-        qnn.QuantIdentity(bit_width=bits, signed=False, return_quant_tensor=True),
-        torch.nn.Flatten(),
-        qnn.QuantLinear(second * 4, 10, bias=True, weight_bit_width=bits),
-    )
-
-
-def load():
-    """Digits as 1×8×8 images in [0, 1]; a stratified 75/25 split."""
-    X, y = load_digits(return_X_y=True)
-    X = (X / 16.0).reshape(-1, 1, 8, 8).astype(np.float32)
-    return train_test_split(X, y, test_size=0.25, stratify=y, random_state=0)
-
-
-def train(model: torch.nn.Module, X, y, epochs: int, seed: int = 0) -> torch.nn.Module:
-    """Adam, batch 64, cross-entropy; returns the model in evaluation mode."""
-    torch.manual_seed(seed)
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    inputs, labels = torch.tensor(X), torch.tensor(y)
-    model.train()
-    for _ in range(epochs):
-        for batch in torch.randperm(len(X)).split(64):
-            optimizer.zero_grad()
-            torch.nn.functional.cross_entropy(model(inputs[batch]), labels[batch]).backward()
-            optimizer.step()
-    return model.eval()
-
-
-def torch_predict(model, X) -> np.ndarray:
-    with torch.no_grad():
-        out = model(torch.tensor(X))
-    return getattr(out, "value", out).numpy().argmax(axis=1)
 
 
 def save_figure(images, labels, predictions, path: str = OUTPUT) -> None:
@@ -112,9 +57,11 @@ def save_figure(images, labels, predictions, path: str = OUTPUT) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=40)
-    parser.add_argument("--bits", type=int, default=3, help="weight and activation bits")
-    parser.add_argument("--rounding", type=int, default=6, help="rounding_threshold_bits")
+    parser.add_argument("--epochs", type=int, default=EPOCHS)
+    parser.add_argument("--bits", type=int, default=BITS, help="weight and activation bits")
+    parser.add_argument(
+        "--rounding", type=int, default=ROUNDING_THRESHOLD_BITS, help="rounding_threshold_bits"
+    )
     parser.add_argument("--fhe-rows", type=int, default=3, help="test images run in real FHE (≥ 1)")
     args = parser.parse_args()
     if args.fhe_rows < 1:

@@ -120,3 +120,23 @@ def test_bootstraps_are_read_from_signed_and_unsigned_circuits():
         readings.append(circuit_pbs(circuit))
     assert readings[0] == readings[1]
     assert {"kind": "round", "count": 8 * 2, "precision": 1} in readings[1]
+
+
+def test_the_cnn_row_follows_the_tabular_ones_and_shows_bootstraps_the_mlir_does_not(tmp_path):
+    """Concrete ML's MaxPool is one maxpool2d op in its MLIR: its bootstraps are in concrete's
+    count only, and the table says how many of them the MLIR did not show."""
+    cnn = {
+        **measured_row("cnn_digits", "defaults", 0.9, 736, 100.0),
+        "pbs": [{"kind": "lookup", "count": 480, "precision": 8}],
+    }
+    write_system(tmp_path, "qnn_sklearn", [measured_row("breast_cancer", "seed", 0.9, 840, 2.0)])
+    write_system(
+        tmp_path, "concrete_ml", [cnn, measured_row("breast_cancer", "seed", 0.8, 840, 8.0)]
+    )
+    data = anchor.merge(results=tmp_path)
+    assert [(pair["task"], pair["setting"]) for pair in data["rows"]] == [
+        ("breast_cancer", "seed"),
+        ("cnn_digits", "defaults"),
+    ]
+    assert "| 736 | 480×8b + 256×unread |" in (tmp_path / "ANCHOR.md").read_text()
+    assert anchor.task_settings("cnn_digits") == ("defaults",)
