@@ -145,6 +145,9 @@ class Config:
             "batch_size": self.batch_size,
             "random_state": 0,
             "rounding_threshold_bits": self.rounding_threshold_bits,
+            # these configurations were chosen with the input grid at the activations' bits,
+            # the estimator's default until it took the input width into account
+            "module__n_input_bits": self.n_a_bits,
             **self.extra,
         }
 

@@ -36,7 +36,7 @@ REFRESH_FRACTION = 0.5
 
 def _is_refresh_epoch(epoch: int, net, refresh_fraction: float) -> bool:
     """Whether the masks are recomputed after ``epoch`` (0 is the fit's first epoch)."""
-    return epoch < refresh_fraction * net.max_epochs
+    return epoch < refresh_fraction * net.training_epochs_
 
 
 class PruningMasks(Callback):

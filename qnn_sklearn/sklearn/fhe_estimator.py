@@ -29,6 +29,7 @@ from .row_weights import (
     weighted_rows,
 )
 from .saving import dump
+from .training_length import training_epochs
 from .training_threads import training_threads
 
 MODULE_DEFAULTS = {"n_layers": 3}
@@ -165,6 +166,10 @@ class FHEEstimatorMixin:
                 f"{type(self).__name__} requires y to be passed, but the target y is None."
             )
         X = self._validate_X(X, reset=reset)
+        epochs = fit_params.pop("epochs", None)  # skorch's override of max_epochs
+        if epochs is None:
+            epochs = training_epochs(self.max_epochs, len(X), self.batch_size)
+        self.training_epochs_ = epochs
         new_targets = reinitialize or not hasattr(self, "n_outputs_")
         y_torch, self.n_outputs_ = self._encode_target(y, len(X), new_targets, classes)
         weights = row_weights(sample_weight, len(X), self._target_weights(y_torch))
@@ -176,7 +181,9 @@ class FHEEstimatorMixin:
             self._in_training = True
             try:
                 with training_threads(self.module_):
-                    super().partial_fit(weighted_rows(X, weights), y_torch, **fit_params)
+                    super().partial_fit(
+                        weighted_rows(X, weights), y_torch, epochs=epochs, **fit_params
+                    )
             finally:
                 self._in_training = False
         self._finish_training()
@@ -217,7 +224,8 @@ class FHEEstimatorMixin:
         )
 
     def partial_fit(self, X, y, classes=None, sample_weight=None, **fit_params):
-        """Continue training for ``max_epochs`` epochs, then import the integer model.
+        """Continue training for ``max_epochs`` epochs (``"auto"``: as ``fit`` would), then
+        import the integer model.
 
         A classifier's first call fixes its classes: ``classes`` (all the labels later calls
         may bring) or else the labels of this ``y``.

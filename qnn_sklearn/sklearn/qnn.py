@@ -13,6 +13,7 @@ from ..postprocessing import softmax
 from ..torch.network import SparseQuantNeuralNetwork
 from .fhe_estimator import FHEEstimatorMixin
 from .row_weights import class_row_weights
+from .training_length import AUTO_EPOCHS
 
 
 def estimator_defaults(criterion, kwargs: dict) -> dict:
@@ -23,7 +24,7 @@ def estimator_defaults(criterion, kwargs: dict) -> dict:
         "module": SparseQuantNeuralNetwork,
         "optimizer": torch.optim.Adam,
         "lr": 1e-3,
-        "max_epochs": 50,
+        "max_epochs": AUTO_EPOCHS,
         "batch_size": 64,
         "train_split": None,
         "verbose": 0,
@@ -55,13 +56,18 @@ class NeuralNetClassifier(FHEEstimatorMixin, skorch.NeuralNetClassifier):
         ``{label: weight}`` keyed by the labels of ``y`` (classes it leaves out weigh 1), or
         ``"balanced"``: ``n_rows / (n_classes · count)`` over the classes of each ``fit`` (or
         ``partial_fit``) call's ``y``. Invalid values raise ValueError in ``fit``.
+    max_epochs : int or "auto"
+        Epochs of each ``fit`` (and ``partial_fit`` call). ``"auto"`` (the default): at least
+        50, and at least enough for 1,000 optimizer steps on the rows given, so a small data
+        set trains as long as a large one (iris: 500 epochs). The epochs trained are in
+        ``training_epochs_``.
     rounding_threshold_bits : int, "auto" or None
         Round every hidden accumulator before its table lookup (``round_bit_pattern``: cheaper
         bootstraps), and train with that rounding: the network learns around it, and the
         integer model, its simulation and FHE compute exactly what the trained network does.
         An integer keeps that many most significant bits of each layer's certified range, so
         each lookup runs at that precision at most; ``"auto"`` (the default) keeps
-        ``n_a_bits + 1``. None keeps the exact accumulators (the seed's behaviour). Invalid
+        ``n_a_bits + 2``. None keeps the exact accumulators (the seed's behaviour). Invalid
         values raise ValueError in ``fit``.
     **kwargs
         Any skorch ``NeuralNetClassifier`` argument.

@@ -298,7 +298,7 @@ def test_two_feature_network_runs_as_one_table_per_class(
     rng = np.random.default_rng(0)
     X = rng.uniform(0, 1, size=(600, 2))
     y = (np.rint(X[:, 0]) != np.rint(X[:, 1])).astype(int)  # XOR of the two halves
-    grid = {"module__n_a_bits": 2, "module__quant_signed": False}
+    grid = {"module__n_a_bits": 2, "module__n_input_bits": 2, "module__quant_signed": False}
     model = fit_classifier(X[:500], y[:500], module__n_layers=3, max_epochs=30, **grid)
     report = model.fhe_report()
     assert report["program"] == "tabulated"

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from qnn_sklearn.quantization.bounds import accumulator_range
 from qnn_sklearn.torch import build_brevitas_qat_model
 from qnn_sklearn.torch.compile import PlansItsRounding
-from qnn_sklearn.torch.network import SparseQuantNeuralNetwork
+from qnn_sklearn.torch.network import SparseQuantNeuralNetwork, default_input_bits
 
 
 def _grid(n_bits: int, signed: bool, narrow: bool) -> range:
@@ -69,7 +69,11 @@ def test_max_active_neurons_is_the_worst_case(
     """The constructor refuses exactly the 1-bit grids and the budgets that cannot hold one
     input; otherwise ``max_active_neurons()`` inputs at the largest weight and input
     integers fit ``n_accum_bits``, and one more overflows on some layer."""
-    input_bits = n_a_bits if n_input_bits is None else n_input_bits
+    input_bits = n_input_bits
+    if input_bits is None:
+        defaults = min(n_w_bits, n_a_bits) >= 2  # else the constructor refuses the grids first
+        rule = (4, n_w_bits, n_a_bits, n_accum_bits, signed, narrow)
+        input_bits = default_input_bits(*rule) if defaults else n_a_bits
     max_w = max(abs(v) for v in _grid(n_w_bits, True, narrow))
     input_max = max(abs(v) for v in _grid(input_bits, signed, signed))  # a signed input is narrow
     hidden_max = max(abs(v) for v in _grid(n_a_bits, False, narrow))  # after ReLU: unsigned
@@ -226,11 +230,30 @@ def test_trained_rounding_and_a_post_training_threshold_conflict():
         build_brevitas_qat_model(module, x.numpy(), rounding_threshold_bits=4)
 
 
-def test_auto_rounding_keeps_one_bit_more_than_the_activations():
+def test_auto_rounding_keeps_two_bits_more_than_the_activations():
     module = SparseQuantNeuralNetwork(12, 3, 3, n_a_bits=3, rounding_threshold_bits="auto")
-    assert module.rounding_threshold_bits == 4
+    assert module.rounding_threshold_bits == 5
     with pytest.raises(ValueError, match="rounding_threshold_bits"):
         SparseQuantNeuralNetwork(12, 3, 3, rounding_threshold_bits=0)
+
+
+@pytest.mark.parametrize(
+    "input_dim, bits, expected",
+    [
+        (4, {}, 5),  # few features: 5-bit inputs
+        (16, {}, 5),
+        (17, {}, 4),  # wider inputs: each bit halves a first-layer neuron's inputs
+        (784, {}, 4),
+        (4, {"n_a_bits": 6, "n_accum_bits": 16}, 6),  # never below the activations
+        (4, {"n_w_bits": 5}, 3),  # 5-bit weight × 5-bit input (16 × 15) overflows 8 bits
+    ],
+)
+def test_default_input_bits_follow_the_input_width(input_dim, bits, expected):
+    module = SparseQuantNeuralNetwork(input_dim, 2, 3, **bits)
+    assert module.n_input_bits == expected
+    assert module.input_quant.act_quant.bit_width() == expected
+    given = SparseQuantNeuralNetwork(input_dim, 2, 3, n_input_bits=2, **bits)
+    assert given.input_quant.act_quant.bit_width() == 2
 
 
 def test_input_grid_bits_apart_from_the_activations():
