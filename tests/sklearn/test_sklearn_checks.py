@@ -21,10 +21,6 @@ EXPECTED_FAILURES = {
     "check_sample_weight_equivalence_on_sparse_data": (
         "mini-batch training: a weight of 2 is not a repeated row, as for scikit-learn's MLP"
     ),
-    "check_class_weight_classifiers": (
-        "10 epochs of one batch (the settings below) do not converge on the 3-blob problem: "
-        "0.80 of the test rows go to the heavy class, 0.87 required; 30 epochs give 1.0"
-    ),
 }
 
 
