@@ -114,7 +114,8 @@ def _assert_same_step(fast, brevitas, x, monkeypatch):
     for got, want in tensors:
         assert (got.grad is None) == (want.grad is None)
         if got.grad is not None:
-            assert torch.allclose(got.grad, want.grad, rtol=1e-5, atol=1e-7)
+            # a scale's gradient sums a whole layer's terms, in another order than autograd's
+            assert torch.allclose(got.grad, want.grad, rtol=1e-5, atol=1e-5)
 
 
 def _sync(fast, brevitas, learning_rate=0.05):
