@@ -5,9 +5,11 @@ about 11 ms against 0.63 ms for a float MLP of the same widths, and most of it w
 machinery, not its arithmetic: a ``quant_weight()`` cost about 0.37 ms (its injector-built proxy,
 a dozen script modules, a QuantTensor), a ``QuantIdentity`` 0.23 ms, the QuantTensor product
 0.3 ms, for a few elementwise ops each. The functions here compute the same values, bit for bit,
-and the same gradients (tests/torch/test_fake_quant.py), from the quantizers' own parameters and
-state: the Brevitas modules stay their only holders (a stats-collecting quantizer's counter and
-buffer advance here as they would there), and the ONNX export still traces Brevitas itself.
+and the same gradients up to float rounding (tests/torch/test_fake_quant.py), from the
+quantizers' own parameters and state: the Brevitas modules stay their only holders (a
+stats-collecting quantizer's counter and buffer advance here as they would there), and the ONNX
+export still traces Brevitas itself. Each quantizer's round-and-clamp is one autograd node with
+its gradients written out: as a dozen small ops, the backward cost more than the forward.
 
 The arithmetic of Brevitas 0.13's quantizers as the network builds them, ``b`` bits on the grid
 ``[qmin, qmax]`` of the quantizer's sign and narrowness, ``threshold`` its ``IntScaling``:
@@ -72,7 +74,6 @@ class _Quantizer:
     qmax: float
     threshold: torch.Tensor
     min_scale: float | None
-    clamp_passes_gradient: bool
 
 
 _QUANTIZERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -84,9 +85,7 @@ replaced, so an entry never outlives what it describes."""
 def weight(linear) -> FakeQuantized:
     """``linear.quant_weight()``'s value and scale (per-tensor, from max|w|)."""
     quantizer = _quantizer(linear.weight_quant.tensor_quant)
-    w = linear.weight
-    stats = _clamp_min_ste(w.abs().max(), quantizer.min_scale)
-    return _quantize(w, stats / quantizer.threshold, quantizer)
+    return FakeQuantized(*_FakeQuantizeWeight.apply(linear.weight, quantizer))
 
 
 def activation(quant_identity, x: torch.Tensor) -> FakeQuantized:
@@ -108,43 +107,83 @@ def activation(quant_identity, x: torch.Tensor) -> FakeQuantized:
     else:
         if collecting:
             scaling.init_scale()  # the parameter takes the collected statistic over, once
-        scale = _clamp_min_ste(scaling.value.abs(), quantizer.min_scale) / quantizer.threshold
-    return _quantize(x, scale, quantizer)
-
-
-def _quantize(x: torch.Tensor, scale: torch.Tensor, quantizer: _Quantizer) -> FakeQuantized:
-    value, integers = _FakeQuantize.apply(x, scale, quantizer)
+        scale = _LearnedScale.apply(scaling.value, quantizer)
+    value, integers = _FakeQuantizeActivation.apply(x, scale, quantizer)
     return FakeQuantized(value, scale, integers)
 
 
-class _FakeQuantize(torch.autograd.Function):
-    """``clamp(round(x / scale)) · scale`` with Brevitas' gradients, as one autograd node (the
-    dozen ops it replaces cost more in the backward than they compute).
-
-    The round is straight-through. A straight-through clamp (weights) passes the gradient
-    everywhere and ``∂value/∂scale = integers − x / scale``; a true clamp (activations) passes
-    none where the rounded value left the grid, where ``∂value/∂scale`` is the grid's end.
-    """
+class _FakeQuantizeActivation(torch.autograd.Function):
+    """``clamp(round(x / scale)) · scale`` with Brevitas' gradients: the round straight-through,
+    the clamp not, so ``x`` gets no gradient where the rounded value left the grid;
+    ``∂value/∂scale`` is ``integers − x / scale``, or the grid's end where it clipped."""
 
     @staticmethod
     def forward(ctx, x, scale, quantizer: _Quantizer):
         q = x / scale
         rounded = torch.round(q)
         integers = rounded.clamp(quantizer.qmin, quantizer.qmax)
-        inside = None if quantizer.clamp_passes_gradient else integers == rounded
-        ctx.save_for_backward(q, integers, inside)
+        ctx.save_for_backward(q, integers, integers == rounded)
         ctx.mark_non_differentiable(integers)
         return integers * scale, integers
 
     @staticmethod
     def backward(ctx, grad, _):
         q, integers, inside = ctx.saved_tensors
-        if inside is None:
-            grad_x, per_scale = grad, integers - q
-        else:
-            grad_x, per_scale = grad * inside, integers - q * inside
-        grad_scale = (grad * per_scale).sum() if ctx.needs_input_grad[1] else None
-        return grad_x, grad_scale, None
+        grad_x = torch.where(inside, grad, 0.0)
+        if not ctx.needs_input_grad[1]:
+            return grad_x, None, None
+        return grad_x, _dot(grad, torch.where(inside, integers - q, integers)), None
+
+
+class _FakeQuantizeWeight(torch.autograd.Function):
+    """``clamp(round(w / scale)) · scale`` at ``scale = max(max|w|, min_scale) / threshold``,
+    with Brevitas' gradients: the round and the clamp straight-through, so ``w`` gets the
+    gradient everywhere, plus the scale's (``∂value/∂scale = integers − w / scale``) on its
+    largest magnitudes (shared if they tie), signed."""
+
+    @staticmethod
+    def forward(ctx, w, quantizer: _Quantizer):
+        magnitude = w.abs()
+        stats = magnitude.max()
+        scale = _clamp_min(stats, quantizer.min_scale) / quantizer.threshold
+        q = w / scale
+        integers = torch.round(q).clamp_(quantizer.qmin, quantizer.qmax)
+        ctx.save_for_backward(w, q, integers, magnitude, stats)
+        ctx.threshold = quantizer.threshold
+        ctx.mark_non_differentiable(integers)
+        return integers * scale, scale, integers
+
+    @staticmethod
+    def backward(ctx, grad, grad_scale, _):
+        w, q, integers, magnitude, stats = ctx.saved_tensors
+        grad_stats = (grad_scale + _dot(grad, integers - q)) / ctx.threshold
+        peaks = magnitude == stats
+        share = float(grad_stats) / int(torch.count_nonzero(peaks))
+        return torch.addcmul(grad, peaks, w.sign(), value=share), None
+
+
+class _LearnedScale(torch.autograd.Function):
+    """``max(|value|, min_scale) / threshold``, the clamp straight-through: one autograd node
+    for what took four."""
+
+    @staticmethod
+    def forward(ctx, value, quantizer: _Quantizer):
+        ctx.save_for_backward(value)
+        ctx.threshold = quantizer.threshold
+        return _clamp_min(value.abs(), quantizer.min_scale) / quantizer.threshold
+
+    @staticmethod
+    def backward(ctx, grad):
+        (value,) = ctx.saved_tensors
+        return grad / ctx.threshold * value.sign(), None
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.dot(a.reshape(-1), b.reshape(-1))
+
+
+def _clamp_min(x: torch.Tensor, min_value: float | None) -> torch.Tensor:
+    return x if min_value is None else x.clamp_min(min_value)
 
 
 def _clamp_min_ste(x: torch.Tensor, min_value: float | None) -> torch.Tensor:
@@ -188,6 +227,7 @@ def _read(tensor_quant) -> _Quantizer:
         stats_scaling = scaling.stats_scaling_impl
         restrict = stats_scaling.restrict_clamp_scaling.restrict_value_impl
         clamp = stats_scaling.clamp_scaling
+        clamp_impl = TensorClampSte
         expected = isinstance(stats_impl, AbsMax) and isinstance(
             stats_scaling.affine_rescaling, Identity
         )
@@ -195,6 +235,7 @@ def _read(tensor_quant) -> _Quantizer:
         stats_impl, view = scaling.stats.stats_impl, scaling.stats_input_view_shape_impl
         restrict = scaling.restrict_scaling.restrict_value_impl
         clamp = scaling.clamp_scaling
+        clamp_impl = TensorClamp
         expected = isinstance(stats_impl, AbsPercentile) and not scaling.local_loss_mode
     else:
         expected = False
@@ -204,7 +245,7 @@ def _read(tensor_quant) -> _Quantizer:
         and isinstance(view, OverTensorView)
         and isinstance(restrict, FloatRestrictValue)
         and isinstance(int_quant.float_to_int_impl, RoundSte)
-        and isinstance(int_quant.tensor_clamp_impl, (TensorClamp, TensorClampSte))
+        and type(int_quant.tensor_clamp_impl) is clamp_impl
         and isinstance(tensor_quant.zero_point_impl, ZeroZeroPoint)
     )
     if not expected:
@@ -216,5 +257,4 @@ def _read(tensor_quant) -> _Quantizer:
             qmax=float(int_quant.max_int(bit_width)),
             threshold=tensor_quant.int_scaling_impl(bit_width),
             min_scale=clamp.min_val or None,
-            clamp_passes_gradient=isinstance(int_quant.tensor_clamp_impl, TensorClampSte),
         )

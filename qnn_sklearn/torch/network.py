@@ -20,9 +20,9 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ..quantization.bounds import (
-    accumulator_range,
     max_terms,
     signed_limit,
+    worst_case_ends,
 )
 from ..quantization.grid import Grid
 from ..quantization.rounding import (
@@ -247,10 +247,20 @@ class SparseQuantNeuralNetwork(NeuronPruning, nn.Module):
         return self._plan([self._integer_weight(linear) for linear in self.linears[:-1]])
 
     def _plan(self, integer_weights: list[torch.Tensor]) -> RoundingPlan:
-        """The plan of these integer weights (one tensor per hidden layer)."""
+        """The plan of these integer weights (one tensor per hidden layer).
+
+        Each neuron's range is bounds.accumulator_range over the box of its input grid, taken
+        from the weights' running sums (:func:`worst_case_ends`, as the budget does): a sum per
+        sign instead of a product per input, each training step.
+        """
         lsbs = []
-        for weight, x_range in zip(integer_weights, self._input_ranges()):
-            acc_min, acc_max = accumulator_range(weight.numpy(), *x_range)
+        for weight, (lo, hi) in zip(integer_weights, self._input_ranges()):
+            weight = weight.to(torch.int64)
+            positive_sum = weight.clamp(min=0).sum(dim=1)
+            max_end, min_end = worst_case_ends(
+                positive_sum, positive_sum - weight.sum(dim=1), lo, hi
+            )
+            acc_min, acc_max = (-min_end).numpy(), max_end.numpy()
             lsbs.append(lsbs_for_threshold(acc_min, acc_max, self.rounding_threshold_bits))
         return RoundingPlan(tuple(lsbs))
 
