@@ -98,12 +98,8 @@ def activation(quant_identity, x: torch.Tensor) -> FakeQuantized:
         base = scaling.buffer if collecting else scaling.value
         scale = _clamp_min_ste(base.abs() / quantizer.threshold, quantizer.min_scale)
     elif scaling.counter < scaling.collect_stats_steps:
-        stats = _clamp_min_ste(
-            _abs_percentile(x, scaling.stats.stats_impl.q) + 0.0 * scaling.value,
-            quantizer.min_scale,
-        )
-        _record(scaling, stats.detach())
-        scale = stats / quantizer.threshold
+        stats, scale = _BatchScale.apply(x, scaling.value, scaling.stats.stats_impl.q, quantizer)
+        _record(scaling, stats)
     else:
         if collecting:
             scaling.init_scale()  # the parameter takes the collected statistic over, once
@@ -162,6 +158,35 @@ class _FakeQuantizeWeight(torch.autograd.Function):
         return torch.addcmul(grad, peaks, w.sign(), value=share), None
 
 
+class _BatchScale(torch.autograd.Function):
+    """A collecting quantizer's scale: the ``q``-th percentile of ``|x|`` over the batch (the
+    k-th smallest, ``k = ⌊q/100 · n + 1/2⌋``), at least ``min_scale``, over ``threshold``;
+    returned with that statistic (detached), which the quantizer records. The gradient reaches
+    the one element of ``x`` the percentile picked (signed), and the learned parameter, which
+    Brevitas adds times 0 so that it has a gradient from the first step, gets zeros."""
+
+    @staticmethod
+    def forward(ctx, x, value, q: float, quantizer: _Quantizer):
+        flat = x.reshape(-1)
+        k = int(math.floor(0.01 * q * flat.numel() + 0.5))
+        percentile, index = torch.kthvalue(flat.abs(), k)
+        stats = _clamp_min(percentile, quantizer.min_scale)
+        ctx.save_for_backward(flat[index])
+        ctx.index, ctx.shape, ctx.threshold = index, x.shape, quantizer.threshold
+        ctx.mark_non_differentiable(stats)
+        return stats, stats / quantizer.threshold
+
+    @staticmethod
+    def backward(ctx, _, grad):
+        (picked,) = ctx.saved_tensors
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = grad.new_zeros(ctx.shape)
+            grad_x.view(-1)[ctx.index] = grad / ctx.threshold * picked.sign()
+        grad_value = torch.zeros((), dtype=grad.dtype) if ctx.needs_input_grad[1] else None
+        return grad_x, grad_value, None, None
+
+
 class _LearnedScale(torch.autograd.Function):
     """``max(|value|, min_scale) / threshold``, the clamp straight-through: one autograd node
     for what took four."""
@@ -191,14 +216,6 @@ def _clamp_min_ste(x: torch.Tensor, min_value: float | None) -> torch.Tensor:
     if min_value is None:
         return x
     return x.detach().clamp_min(min_value) + (x - x.detach())
-
-
-def _abs_percentile(x: torch.Tensor, q: float) -> torch.Tensor:
-    """The ``q``-th percentile of ``|x|`` over the whole batch: the k-th smallest, ``k`` rounded
-    half up and 1-based."""
-    flat = x.reshape(-1).abs()
-    k = int(math.floor(0.01 * q * flat.numel() + 0.5))
-    return torch.kthvalue(flat, k).values
 
 
 def _record(scaling, stats: torch.Tensor) -> None:

@@ -22,7 +22,6 @@ from torch.nn.utils import parametrize
 from ..quantization.bounds import (
     max_terms,
     signed_limit,
-    worst_case_ends,
 )
 from ..quantization.grid import Grid
 from ..quantization.rounding import (
@@ -36,7 +35,7 @@ from . import fake_quant
 from .fake_quant import FakeQuantized
 from .input_quantizer import calibrated_input_quantizer
 from .neuron_pruning import NeuronPruning
-from .pruning import WeightMask, integer_values, sliced_linear
+from .pruning import WeightMask, accumulator_ends, integer_values, sliced_linear
 
 MAX_BITWIDTH_BACKWARD_COMPATIBLE = 8
 """Largest accumulator a seed-compatible model may certify (``n_accum_bits``'s usual cap)."""
@@ -250,16 +249,12 @@ class SparseQuantNeuralNetwork(NeuronPruning, nn.Module):
         """The plan of these integer weights (one tensor per hidden layer).
 
         Each neuron's range is bounds.accumulator_range over the box of its input grid, taken
-        from the weights' running sums (:func:`worst_case_ends`, as the budget does): a sum per
-        sign instead of a product per input, each training step.
+        from the weights' sums per sign (pruning.accumulator_ends, as the budget check does):
+        cheaper than a product per input, and made at every training step.
         """
         lsbs = []
-        for weight, (lo, hi) in zip(integer_weights, self._input_ranges()):
-            weight = weight.to(torch.int64)
-            positive_sum = weight.clamp(min=0).sum(dim=1)
-            max_end, min_end = worst_case_ends(
-                positive_sum, positive_sum - weight.sum(dim=1), lo, hi
-            )
+        for weight, input_range in zip(integer_weights, self._input_ranges()):
+            max_end, min_end = accumulator_ends(weight, input_range)
             acc_min, acc_max = (-min_end).numpy(), max_end.numpy()
             lsbs.append(lsbs_for_threshold(acc_min, acc_max, self.rounding_threshold_bits))
         return RoundingPlan(tuple(lsbs))

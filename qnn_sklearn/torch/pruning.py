@@ -78,11 +78,19 @@ def rows_over_budget(
     integer_weight: torch.Tensor, input_range: tuple[int, int], budget: int
 ) -> torch.Tensor:
     """Per row: whether its accumulator can leave ``±budget`` over inputs in ``input_range``."""
-    weight = integer_weight.to(torch.int64)
-    max_end, min_end = worst_case_ends(
-        weight.clamp(min=0).sum(dim=1), (-weight).clamp(min=0).sum(dim=1), *input_range
-    )
+    max_end, min_end = accumulator_ends(integer_weight, input_range)
     return (max_end > budget) | (min_end > budget)
+
+
+def accumulator_ends(
+    integer_weight: torch.Tensor, input_range: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row: ``(max, −min)`` of its accumulator over inputs in ``input_range``, as int64
+    (bounds.worst_case_ends on the row's sums per sign; the negative weights' magnitudes sum
+    to the positive ones' sum minus the row's)."""
+    weight = integer_weight.to(torch.int64)
+    positive_sum = weight.clamp(min=0).sum(dim=1)
+    return worst_case_ends(positive_sum, positive_sum - weight.sum(dim=1), *input_range)
 
 
 def integer_values(quantized) -> torch.Tensor:
