@@ -229,7 +229,7 @@ class SparseQuantNeuralNetwork(NeuronPruning, nn.Module):
             return y
         with torch.no_grad():
             unit = x.scale * weight.scale
-            accumulator = torch.round((y - linear.bias) / unit)
+            accumulator = torch.round((y - linear.bias) / unit).to(torch.int64)
             shift = (round_accumulator(accumulator, lsbs) - accumulator) * unit
         return y + shift
 
