@@ -219,10 +219,10 @@ class SparseQuantNeuralNetwork(NeuronPruning, nn.Module):
         """``linear(x)`` on its quantized ``weight``, the integer accumulator rounded away
         ``lsbs`` bits as the integer model rounds it.
 
-        The product is Brevitas' (its QuantTensor handler multiplies the values and adds the
-        bias). The accumulator is ``(y − bias) / (s_x · s_w)``. The rounding is
-        straight-through: the gradient is the unrounded layer's, so the weights learn to place
-        their accumulators where the coarse lookup sends them the right way.
+        The product is the one Brevitas' QuantTensor handler computes (``F.linear`` on the
+        quantized values and the float bias). The accumulator is ``(y − bias) / (s_x · s_w)``.
+        The rounding is straight-through: the gradient is the unrounded layer's, so the weights
+        learn to place their accumulators where the coarse lookup sends them the right way.
         """
         y = F.linear(x.value, weight.value, linear.bias)
         if not lsbs:

@@ -32,7 +32,7 @@ class WeightMask(nn.Module):
 
 class _StraightThroughMask(torch.autograd.Function):
     """``weight · mask`` whose gradient is the identity: one autograd node, where the same
-    gradient written in ops took four (a fifth of a training step's parametrization cost)."""
+    gradient written in ops took four (the mask is applied at every training forward)."""
 
     @staticmethod
     def forward(ctx, weight, mask):
@@ -97,7 +97,8 @@ def integer_values(quantized) -> torch.Tensor:
     """The integers of a Brevitas QuantTensor straight from a quantizer, as int64.
 
     ``QuantTensor.int()`` first checks that the values lie on the grid, which costs more
-    than quantizing them; every training step needs these integers (budget, rounding plan).
+    than quantizing them. (The training forward reads the integers its own quantizer made:
+    fake_quant.FakeQuantized.integers.)
     """
     with torch.no_grad():
         return torch.round(quantized.value / quantized.scale + quantized.zero_point).to(torch.int64)
