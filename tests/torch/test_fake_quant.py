@@ -144,12 +144,26 @@ def test_fast_forward_is_brevitas(bits, narrow, rounding_threshold_bits, masked,
     """Train and eval mode, through every phase of the activation quantizers: the first batch,
     a later one (momentum), the last statistics, the hand-over to the learned scale and its
     training; with and without pruning masks, rounding on and off."""
+    _assert_same_training(bits, narrow, rounding_threshold_bits, masked, monkeypatch)
+
+
+@pytest.mark.parametrize("narrow", [False, True])
+def test_fast_forward_is_brevitas_on_signed_activations(narrow, monkeypatch):
+    """After a Tanh the hidden grids are signed (narrow or not), as the input's is."""
+    fast = _assert_same_training(3, narrow, 4, True, monkeypatch, activation_function=torch.nn.Tanh)
+    assert all(quantizer.act_quant.is_signed for quantizer in fast.act_quants)
+
+
+def _assert_same_training(bits, narrow, rounding_threshold_bits, masked, monkeypatch, **kwargs):
+    """Twins through a few training steps, compared at each (see the test above); the fast
+    one."""
     fast, brevitas = _twins(
         n_w_bits=bits,
         n_a_bits=bits,
         n_accum_bits=2 * bits + 1,  # two inputs at the largest integers: the masks cut
         quant_narrow=narrow,
         rounding_threshold_bits=rounding_threshold_bits,
+        **kwargs,
     )
     if masked:
         fast.enable_pruning(), brevitas.enable_pruning()
@@ -167,6 +181,7 @@ def test_fast_forward_is_brevitas(bits, narrow, rounding_threshold_bits, masked,
         _sync(fast, brevitas)
         _assert_same_step(fast.eval(), brevitas.eval(), x, monkeypatch)  # after the step
         fast.train(), brevitas.train()
+    return fast
 
 
 def test_the_quantizers_follow_a_state_dict_load(monkeypatch):
