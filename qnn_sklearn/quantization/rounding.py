@@ -80,11 +80,14 @@ def check_rounding_threshold_bits(value):
 
 
 def round_accumulator(acc, lsbs: int):
-    """``acc`` rounded half up to a multiple of ``2**lsbs`` (integer arrays or tensors)."""
+    """``acc`` rounded half up to a multiple of ``2**lsbs`` (integer arrays or tensors).
+
+    Shifts, not ``//``: an arithmetic right shift floors as ``//`` does, in a third of the time
+    on a torch tensor (the training forward rounds every hidden accumulator of every batch).
+    """
     if not lsbs:
         return acc
-    unit = 1 << lsbs
-    return ((acc + unit // 2) // unit) * unit
+    return ((acc + (1 << (lsbs - 1))) >> lsbs) << lsbs
 
 
 def aligned_base(lo, lsbs: int) -> np.ndarray:

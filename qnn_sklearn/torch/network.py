@@ -14,13 +14,12 @@ bottom, each up to the limit (quantization/bounds.py).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from brevitas import nn as qnn
-from brevitas.quant_tensor import QuantTensor
 from torch import nn
 from torch.nn.utils import parametrize
 
 from ..quantization.bounds import (
-    accumulator_range,
     max_terms,
     signed_limit,
 )
@@ -32,9 +31,11 @@ from ..quantization.rounding import (
     lsbs_for_threshold,
     round_accumulator,
 )
+from . import fake_quant
+from .fake_quant import FakeQuantized
 from .input_quantizer import calibrated_input_quantizer
 from .neuron_pruning import NeuronPruning
-from .pruning import WeightMask, integer_values, sliced_linear
+from .pruning import WeightMask, accumulator_ends, integer_values, sliced_linear
 
 MAX_BITWIDTH_BACKWARD_COMPATIBLE = 8
 """Largest accumulator a seed-compatible model may certify (``n_accum_bits``'s usual cap)."""
@@ -220,47 +221,50 @@ class SparseQuantNeuralNetwork(NeuronPruning, nn.Module):
             )
 
     def forward(self, x):
-        x = self.input_quant(x)
         if torch.jit.is_tracing():
             # the ONNX export traces the network, exactly: the integer model rounds by the plan
             # itself. (Tracing is per thread; torch.onnx.is_in_onnx_export() is process-wide
             # and would send another thread's training step down this path.)
+            x = self.input_quant(x)
             for linear, activation, act_quant in zip(
                 self.linears, self.activations, self.act_quants
             ):
                 x = act_quant(activation(linear(x)))
             return self.linears[-1](x)
-        # Each layer's weights are quantized once per forward, for the budget, the rounding
-        # plan and the layer itself.
+        # Training and prediction: Brevitas' quantizers computed in plain torch (fake_quant.py,
+        # for speed); each layer's weights are quantized once per forward, for the budget, the
+        # rounding plan and the layer itself.
+        x = fake_quant.activation(self.input_quant, x)
         weights = self.quantized_weights()
         if self.rounding_threshold_bits is None:
             lsbs = (0,) * len(self.act_quants)
         else:
-            lsbs = self._plan([integer_values(weight) for weight in weights[:-1]]).lsbs
+            lsbs = self._plan([weight.integers for weight in weights[:-1]]).lsbs
         for linear, weight, layer_lsbs, activation, act_quant in zip(
             self.linears, weights, lsbs, self.activations, self.act_quants
         ):
-            x = act_quant(activation(self._rounded_linear(linear, weight, x, layer_lsbs)))
+            y = self._rounded_linear(linear, weight, x, layer_lsbs)
+            x = fake_quant.activation(act_quant, activation(y))
         return self._rounded_linear(self.linears[-1], weights[-1], x, 0)
 
     # -- rounding ------------------------------------------------------------------------------
 
     @staticmethod
-    def _rounded_linear(linear, weight, x, lsbs: int):
+    def _rounded_linear(linear, weight: FakeQuantized, x: FakeQuantized, lsbs: int):
         """``linear(x)`` on its quantized ``weight``, the integer accumulator rounded away
         ``lsbs`` bits as the integer model rounds it.
 
-        The accumulator is ``(y − bias) / (s_x · s_w)``. The rounding is straight-through:
-        the gradient is the unrounded layer's, so the weights learn to place their
-        accumulators where the coarse lookup sends them the right way.
+        The product is the one Brevitas' QuantTensor handler computes (``F.linear`` on the
+        quantized values and the float bias). The accumulator is ``(y − bias) / (s_x · s_w)``.
+        The rounding is straight-through: the gradient is the unrounded layer's, so the weights
+        learn to place their accumulators where the coarse lookup sends them the right way.
         """
-        y = linear.inner_forward_impl(x, weight, linear.bias)  # Brevitas' own product
-        y = y.value if isinstance(y, QuantTensor) else y
+        y = F.linear(x.value, weight.value, linear.bias)
         if not lsbs:
             return y
         with torch.no_grad():
             unit = x.scale * weight.scale
-            accumulator = torch.round((y - linear.bias) / unit)
+            accumulator = torch.round((y - linear.bias) / unit).to(torch.int64)
             shift = (round_accumulator(accumulator, lsbs) - accumulator) * unit
         return y + shift
 
@@ -277,10 +281,16 @@ class SparseQuantNeuralNetwork(NeuronPruning, nn.Module):
         return self._plan([self._integer_weight(linear) for linear in self.linears[:-1]])
 
     def _plan(self, integer_weights: list[torch.Tensor]) -> RoundingPlan:
-        """The plan of these integer weights (one tensor per hidden layer)."""
+        """The plan of these integer weights (one tensor per hidden layer).
+
+        Each neuron's range is bounds.accumulator_range over the box of its input grid, taken
+        from the weights' sums per sign (pruning.accumulator_ends, as the budget check does):
+        cheaper than a product per input, and made at every training step.
+        """
         lsbs = []
-        for weight, x_range in zip(integer_weights, self._input_ranges()):
-            acc_min, acc_max = accumulator_range(weight.numpy(), *x_range)
+        for weight, input_range in zip(integer_weights, self._input_ranges()):
+            max_end, min_end = accumulator_ends(weight, input_range)
+            acc_min, acc_max = (-min_end).numpy(), max_end.numpy()
             lsbs.append(lsbs_for_threshold(acc_min, acc_max, self.rounding_threshold_bits))
         return RoundingPlan(tuple(lsbs))
 

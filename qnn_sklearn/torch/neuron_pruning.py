@@ -12,10 +12,11 @@ from __future__ import annotations
 import torch
 from torch.nn.utils import parametrize
 
+from . import fake_quant
+from .fake_quant import FakeQuantized
 from .pruning import (
     WeightMask,
     budget_mask,
-    integer_values,
     is_masked,
     raw_weight,
     rows_over_budget,
@@ -58,8 +59,8 @@ class NeuronPruning:
         if any(is_masked(linear) for linear in self.linears):
             self.enable_pruning()
 
-    def quantized_weights(self) -> list:
-        """Each layer's quantized weight (a Brevitas QuantTensor that carries its gradient),
+    def quantized_weights(self) -> list[FakeQuantized]:
+        """Each layer's quantized weight (as Brevitas quantizes it, carrying its gradient),
         every neuron within budget while the masks are on (see :meth:`enforce_budget`).
 
         The forward quantizes each layer once anyway; checking the budget on those integers
@@ -67,7 +68,7 @@ class NeuronPruning:
         every layer again (a third of a training step's time on breast_cancer).
         """
         if not any(is_masked(linear) for linear in self.linears):
-            return [linear.quant_weight() for linear in self.linears]
+            return [fake_quant.weight(linear) for linear in self.linears]
         return [
             self._within_budget(linear, input_range)
             for linear, input_range in zip(self.linears, self._input_ranges())
@@ -91,11 +92,11 @@ class NeuronPruning:
     def _within_budget(self, linear, input_range: tuple[int, int]):
         """The layer's quantized weight once its neurons over budget lost their smallest
         inputs (at most a few rounds: the scale only shrinks as weights go)."""
-        weight = linear.quant_weight()
+        weight = fake_quant.weight(linear)
         for _ in range(8):
             with torch.no_grad():
                 budget = self.accumulator_budget
-                over = rows_over_budget(integer_values(weight), input_range, budget)
+                over = rows_over_budget(weight.integers, input_range, budget)
                 if not over.any():
                     break
                 active = linear.weight.detach()
@@ -105,7 +106,7 @@ class NeuronPruning:
                     linear.parametrizations.weight[0].mask.mul_(keep)
                 else:
                     linear.weight.mul_(keep)
-            weight = linear.quant_weight()
+            weight = fake_quant.weight(linear)
         return weight
 
     def make_pruning_permanent(self) -> None:
