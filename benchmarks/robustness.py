@@ -323,7 +323,8 @@ def write_markdown(data: dict, path: Path) -> None:
             "time per row that its bootstraps imply (pbs_floor.json).",
             "",
         ]
-        lines += [_provenance(part), _earlier_rows(part), ""]
+        earlier = _earlier_rows(part)
+        lines += [_provenance(part), *([earlier] if earlier else []), ""]
         lines += report.table(
             [
                 "task",

@@ -7,7 +7,8 @@ import math
 AUTO_EPOCHS = "auto"
 
 MIN_AUTO_EPOCHS = 50
-"""Fewest epochs of ``max_epochs="auto"``: what 1,000-row and larger sets train."""
+"""Fewest epochs of ``max_epochs="auto"``: what sets of 20 batches or more train (1,280 rows
+at the default batch of 64)."""
 
 MIN_AUTO_STEPS = 1000
 """Fewest optimizer steps of ``max_epochs="auto"``. At the defaults (batch 64, 50 epochs),
