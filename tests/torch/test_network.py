@@ -14,6 +14,7 @@ from qnn_sklearn.quantization.bounds import accumulator_range
 from qnn_sklearn.torch import build_brevitas_qat_model
 from qnn_sklearn.torch.compile import PlansItsRounding
 from qnn_sklearn.torch.network import SparseQuantNeuralNetwork, default_input_bits
+from qnn_sklearn.torch.pruning import accumulator_ends
 
 
 def _grid(n_bits: int, signed: bool, narrow: bool) -> range:
@@ -138,8 +139,9 @@ def test_pruning_bounds_every_neuron(n_w_bits, n_a_bits, n_accum_bits, prune, se
     _train_pruned(module, x, after_step=module.refresh_pruning)
 
     budget = 2 ** (n_accum_bits - 1) - 1
-    # a signed input grid is narrow; activations after ReLU are unsigned
-    grids = [_grid(n_a_bits, True, True)] + [_grid(n_a_bits, False, False)] * 2
+    # a signed input grid is narrow (its bits by the input-width rule); activations after ReLU
+    # are unsigned
+    grids = [_grid(module.n_input_bits, True, True)] + [_grid(n_a_bits, False, False)] * 2
     for linear, grid in zip(module.linears, grids):
         integer_weights = linear.quant_weight().int().to(torch.int64).numpy()
         # the narrow signed grid is symmetric; the unsigned one starts at 0
@@ -153,6 +155,23 @@ def test_pruning_bounds_every_neuron(n_w_bits, n_a_bits, n_accum_bits, prune, se
     for report in integer_model.bitwidth_report():
         low, high = report["certified_range"]
         assert -budget <= low and high <= budget
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    weights=st.lists(st.integers(-16, 15), min_size=1, max_size=40),
+    n_inputs=st.integers(1, 8),
+    grid=st.sampled_from([(0, 7), (0, 15), (-3, 3), (-15, 15), (-7, 7)]),
+)
+def test_accumulator_ends_are_the_box_range(weights, n_inputs, grid):
+    """The training forward's per-sign ends (budget check and rounding plan) are exactly the
+    range the integer model certifies (bounds.accumulator_range) on the same input box."""
+    rows = len(weights) // n_inputs or 1
+    weight = np.resize(np.array(weights, dtype=np.int64), (rows, n_inputs))
+    max_end, min_end = accumulator_ends(torch.from_numpy(weight), grid)
+    low, high = accumulator_range(weight, *grid)
+    np.testing.assert_array_equal(max_end.numpy(), high)
+    np.testing.assert_array_equal(-min_end.numpy(), low)
 
 
 def test_copy_while_pruning_keeps_masks():
