@@ -30,6 +30,7 @@ choose (sklearn/training_threads.py). Run alone on the machine.
 from __future__ import annotations
 
 import argparse
+import inspect
 import itertools
 import json
 import os
@@ -55,6 +56,7 @@ from tasks import TASKS, checkerboard, load  # noqa: E402
 from training import FloatMLP  # noqa: E402
 
 from qnn_sklearn import NeuralNetClassifier  # noqa: E402
+from qnn_sklearn.torch.network import SparseQuantNeuralNetwork  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -74,7 +76,9 @@ everything else is the estimator's default."""
 
 DEFAULT_TASKS = ("iris", "wine", "breast_cancer", "digits", "clusters", "mnist")
 REGRESSION_TASKS = ("diabetes", "make_regression")
-NETWORK_DEFAULT_MULTIPLIER = 4
+NETWORK_DEFAULT_MULTIPLIER = (
+    inspect.signature(SparseQuantNeuralNetwork).parameters["n_hidden_neurons_multiplier"].default
+)
 """The network's default ``n_hidden_neurons_multiplier``; a task with another one (MNIST's ×1,
 as the issue measured it: ×4 would be 3,136 neurons per layer) gets its own."""
 DEFAULTS_SEEDS = (0, 1, 2)
@@ -239,7 +243,7 @@ def _by_task(rows: list[dict]) -> dict[str, list[dict]]:
 
 def _defaults_line(rows: list[dict]) -> list:
     """One task's seeds: seed 0 (the target's), the worst and best, seed 0's cost."""
-    first = next((row for row in rows if row.get("seed", 0) == 0), rows[0])
+    first = next(row for row in rows if row["seed"] == 0)
     worst = max(rows, key=lambda row: row["gap"])
     best = min(rows, key=lambda row: row["gap"])
     return [
@@ -252,7 +256,7 @@ def _defaults_line(rows: list[dict]) -> list:
         ("✓" if first["within_target"] else "✗")
         + " / "
         + ("✓" if all(row["within_target"] for row in rows) else "✗"),
-        first.get("epochs", "–"),
+        first["epochs"],
         first["hidden_widths"],
         first["pbs_count"],
         first["max_pbs_precision"],
@@ -264,7 +268,7 @@ def _earlier_rows(part: dict) -> str:
     """Which tasks' rows an earlier run measured (``--tasks`` replaces only its own)."""
     earlier = {}
     for row in part["rows"]:
-        if row.get("commit", part["commit"]) != part["commit"]:
+        if row["commit"] != part["commit"]:
             earlier.setdefault(row["commit"], []).append(row["task"])
     return " ".join(
         f"Rows of {', '.join(dict.fromkeys(tasks))}: an earlier run at {commit}."
