@@ -44,11 +44,19 @@ class NeuronPruning:
         return keep
 
     def enable_pruning(self) -> None:
-        """Mask every QuantLinear per neuron (and drop neurons if structured pruning is on)."""
+        """Mask every QuantLinear per neuron (and drop neurons if structured pruning is on).
+
+        A neuron that structured pruning drops loses its inputs and its outputs alike: the
+        next layer then trains without it, and its removal at the end changes nothing.
+        """
+        keep_inputs = None
         for index, (linear, input_range) in enumerate(zip(self.linears, self._input_ranges())):
             keep_rows = self._neurons_to_keep(index, linear)
             raw = raw_weight(linear).detach()
             mask = self._budget_mask(linear, input_range, raw) * keep_rows[:, None]
+            if keep_inputs is not None:
+                mask *= keep_inputs[None, :]
+            keep_inputs = keep_rows
             if is_masked(linear):
                 linear.parametrizations.weight[0].mask.copy_(mask)
             else:
@@ -131,18 +139,47 @@ class NeuronPruning:
         ]
 
     def _drop_dead_neurons(self) -> None:
+        """Remove each hidden neuron whose integer weights are all 0, where that leaves the
+        network's function exactly as it is.
+
+        Such a neuron outputs a constant, which goes into the next layer's bias. That is exact
+        only if the next layer's accumulators stay what they were: they are rounded before the
+        bias is added, so a neuron feeding a rounded layer goes only if its share of them is 0
+        (its constant is 0, or its column of the next layer's integer weights is); and the
+        next layer must keep its weight scale (its largest weight may sit in a dropped column)
+        and its rounding plan (its range shrinks with the columns). Otherwise the neurons stay.
+        Folding them regardless took one trained checkerboard network (lr 1e-2, seed 1) from
+        0.946 to 0.618.
+        """
+        plan = self.rounding_plan()
         for index in range(len(self.linears) - 1):
             linear, following = self.linears[index], self.linears[index + 1]
-            alive = self._integer_weight(linear).abs().sum(dim=1) > 0
-            if alive.all() or not alive.any():
+            dead = self._integer_weight(linear).abs().sum(dim=1) == 0
+            constant = self._constant_outputs(index, linear.bias)
+            if plan is not None and index + 1 < len(plan.lsbs) and plan.lsbs[index + 1]:
+                unread = self._integer_weight(following).abs().sum(dim=0) == 0
+                dead &= (constant == 0) | unread
+            if not dead.any() or dead.all():
                 continue
-            act_quant = self.act_quants[index]
-            was_training = act_quant.training
+            alive = ~dead
             with torch.no_grad():
-                act_quant.eval()
-                dead_bias = linear.bias[~alive]
-                constant = act_quant(self.activations[index](dead_bias[None])).value[0]
-                following.bias.add_(following.quant_weight().value[:, ~alive] @ constant)
-            act_quant.train(was_training)
+                following_weight = following.quant_weight()
+                sliced_following = sliced_linear(following, columns=alive)
+                sliced_following.bias.add_(following_weight.value[:, dead] @ constant[dead])
+            if not torch.equal(sliced_following.quant_weight().scale, following_weight.scale):
+                continue
             self.linears[index] = sliced_linear(linear, rows=alive)
-            self.linears[index + 1] = sliced_linear(following, columns=alive)
+            self.linears[index + 1] = sliced_following
+            if self.rounding_plan() != plan:
+                self.linears[index], self.linears[index + 1] = linear, following
+
+    def _constant_outputs(self, index: int, bias: torch.Tensor) -> torch.Tensor:
+        """What each neuron of hidden layer ``index`` outputs when its accumulator is 0: its
+        activation's quantized value at its bias (the quantizer in evaluation mode)."""
+        act_quant = self.act_quants[index]
+        was_training = act_quant.training
+        with torch.no_grad():
+            act_quant.eval()
+            constant = act_quant(self.activations[index](bias.detach()[None])).value[0]
+        act_quant.train(was_training)
+        return constant

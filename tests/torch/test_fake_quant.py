@@ -46,16 +46,19 @@ def _brevitas_forward(module: SparseQuantNeuralNetwork, x: torch.Tensor):
     for linear, weight, layer_lsbs, activation, act_quant in zip(
         module.linears, weights, lsbs, module.activations, module.act_quants
     ):
-        x = act_quant(activation(_brevitas_linear(module, linear, weight, x, layer_lsbs)))
+        y = _brevitas_product(module, linear, weight, x)
+        rounded = module._round(y, linear, weight, x, layer_lsbs)
+        x = act_quant(module._activate(activation, y, rounded))
         activations.append(x)
-    return _brevitas_linear(module, module.linears[-1], weights[-1], x, 0), weights, activations
+    output = _brevitas_product(module, module.linears[-1], weights[-1], x)
+    return output, weights, activations
 
 
-def _brevitas_linear(module, linear, weight, x, lsbs):
-    """Brevitas' QuantTensor product, then the network's rounding of its accumulator."""
+def _brevitas_product(module, linear, weight, x):
+    """Brevitas' QuantTensor product, which the network's equals."""
     product = linear.inner_forward_impl(x, weight, linear.bias).value
-    assert torch.equal(module._rounded_linear(linear, weight, x, 0), product)
-    return module._rounded_linear(linear, weight, x, lsbs)
+    assert torch.equal(module._product(linear, weight, x), product)
+    return product
 
 
 def _fast_forward(module: SparseQuantNeuralNetwork, x: torch.Tensor, monkeypatch):
