@@ -102,8 +102,8 @@ def test_max_active_neurons_is_the_worst_case(
     assert not _fits(int(np.full(k + 1, max_w) @ np.full(k + 1, x_abs)), n_accum_bits)
 
 
-def _train_pruned(module: SparseQuantNeuralNetwork, x: torch.Tensor, after_step) -> None:
-    """Five Adam steps on ``x`` with pruning on, ``after_step()`` after each; then permanent."""
+def _train_masked(module: SparseQuantNeuralNetwork, x: torch.Tensor, after_step) -> None:
+    """Five Adam steps on ``x`` with pruning on, ``after_step()`` after each."""
     module.enable_pruning()
     optimizer = torch.optim.Adam(module.parameters(), lr=0.05)
     for _ in range(5):
@@ -111,6 +111,11 @@ def _train_pruned(module: SparseQuantNeuralNetwork, x: torch.Tensor, after_step)
         module(x).square().mean().backward()
         optimizer.step()
         after_step()
+
+
+def _train_pruned(module: SparseQuantNeuralNetwork, x: torch.Tensor, after_step) -> None:
+    """:func:`_train_masked`, then the pruning made permanent."""
+    _train_masked(module, x, after_step)
     module.make_pruning_permanent()
 
 
@@ -172,6 +177,68 @@ def test_accumulator_ends_are_the_box_range(weights, n_inputs, grid):
     low, high = accumulator_range(weight, *grid)
     np.testing.assert_array_equal(max_end.numpy(), high)
     np.testing.assert_array_equal(-min_end.numpy(), low)
+
+
+def test_removing_dead_neurons_keeps_the_function():
+    """Four first-layer neurons lose every input. The two whose output is 0 and whose column
+    the rounded next layer does not read go; the two that output a constant the next layer
+    reads stay, since folding it into the bias would move that layer's rounding."""
+    torch.manual_seed(0)
+    module = SparseQuantNeuralNetwork(
+        12, 3, 3, n_hidden_neurons_multiplier=4, rounding_threshold_bits=3
+    )
+    x = torch.randn(256, 12)
+    _train_masked(module, x, after_step=module.enforce_budget)
+    first, second = module.linears[0], module.linears[1]
+    with torch.no_grad():
+        first.parametrizations.weight[0].mask[:4] = 0
+        first.bias[:2], first.bias[2:4] = 2.0, -2.0  # constants: positive, then 0
+        second.parametrizations.weight[0].mask[:, 2:4] = 0
+        second.parametrizations.weight.original[:, :2] = 0.9 * second.weight.abs().max()
+    module.eval()
+    assert all(module.rounding_plan().lsbs)
+    with torch.no_grad():
+        before = module(x)
+        module.make_pruning_permanent()
+        assert torch.equal(module(x), before)
+    kept_biases = module.linears[0].bias
+    assert int((kept_biases == 2.0).sum()) == 2 and not (kept_biases == -2.0).any()
+
+
+def test_structured_pruning_masks_the_dropped_neurons_outputs():
+    """A neuron that structured pruning drops has no inputs and no output weights either."""
+    torch.manual_seed(0)
+    module = SparseQuantNeuralNetwork(6, 3, 2, n_prune_neurons_percentage=0.5)
+    module.enable_pruning()
+    masks = [linear.parametrizations.weight[0].mask for linear in module.linears]
+    for mask, following in zip(masks[:-1], masks[1:]):
+        dropped = mask.sum(dim=1) == 0
+        assert int(dropped.sum()) == 12
+        assert not following[:, dropped].any()
+
+
+@pytest.mark.parametrize("activation", [torch.nn.ReLU(), torch.nn.Tanh()])
+def test_training_gradient_of_a_rounded_activation(activation):
+    """Forward: the activation of the rounded accumulator, exactly. Gradient in training:
+    the activation's at the unrounded one, a ReLU passing a tenth on its zero side; in
+    evaluation, straight through the rounding only."""
+    module = SparseQuantNeuralNetwork(4, 2, 2)
+    y = torch.linspace(-2, 2, 41, requires_grad=True)
+    shift = torch.where(y.detach().abs() < 0.5, -y.detach(), 0.3)  # near 0: rounded to 0
+    for training in (True, False):
+        module.train(training)
+        y.grad = None
+        rounded = y + shift
+        out = module._activate(activation, y, rounded)
+        assert torch.equal(out, activation(rounded.detach()))
+        out.sum().backward()
+        if not training:
+            expected = torch.autograd.grad(activation(rounded).sum(), y)[0]
+        elif isinstance(activation, torch.nn.ReLU):
+            expected = torch.where(y.detach() > 0, 1.0, 0.1)
+        else:
+            expected = 1 - torch.tanh(y.detach()) ** 2
+        torch.testing.assert_close(y.grad, expected)
 
 
 def test_copy_while_pruning_keeps_masks():
