@@ -17,7 +17,7 @@ from ..quantization.module import FHE_MODES
 from ..quantization.tabulation import bootstraps
 from ..torch import build_brevitas_qat_model
 from ..torch.network import SparseQuantNeuralNetwork
-from .callbacks import pruning_callbacks
+from .callbacks import training_callbacks
 from .dense_rows import dense_rows
 from .module_checks import check_activation_imports, check_module_params
 from .row_weights import (
@@ -77,7 +77,7 @@ class FHEEstimatorMixin:
         return module
 
     def get_default_callbacks(self):
-        return [*super().get_default_callbacks(), *pruning_callbacks()]
+        return [*super().get_default_callbacks(), *training_callbacks()]
 
     def get_params_for(self, prefix):
         params = super().get_params_for(prefix)

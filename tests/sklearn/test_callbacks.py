@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from skorch.callbacks import Callback
+from skorch.callbacks import Callback, LRScheduler
 from skorch.dataset import ValidSplit
 
 from qnn_sklearn import NeuralNetClassifier
@@ -160,7 +160,8 @@ def test_with_a_validation_split_the_best_state_needs_no_pass_of_its_own(iris_sp
     NeuralNetClassifier(callbacks=[count], **params).fit(X_train, y_train)
     assert count.per_epoch == [len(X_train)] * 8  # 84 training rows and 28 validation rows
     record = _RecordEpochs(X_train)
-    model = NeuralNetClassifier(callbacks=[record], **params).fit(X_train, y_train)
+    spoiled = [record, _SpoilLastEpoch()]
+    model = NeuralNetClassifier(callbacks=spoiled, **params).fit(X_train, y_train)
     valid_losses = model.history[:, "valid_loss"]
     assert int(np.argmin(valid_losses)) < 7  # the last epoch was not the best
     _assert_same_output(model, X_train, record.outputs[int(np.argmin(valid_losses))])
@@ -177,3 +178,50 @@ def test_without_a_split_the_evaluation_pass_is_bounded(iris_split, monkeypatch)
     ).fit(X_train.astype(np.float32), y_train)
     assert count.per_epoch == [len(X_train) + 30] * 3
     assert len(model.history[:, "train_eval_loss"]) == 3
+
+
+class _RecordLearningRates(Callback):
+    """The optimizer's learning rates as each epoch begins, once the defaults have set them."""
+
+    def on_train_begin(self, net, **kwargs):
+        self.lrs = []
+
+    def on_epoch_begin(self, net, **kwargs):
+        self.lrs.append([group["lr"] for group in net.optimizer_.param_groups])
+
+
+def _learning_rates(X, y, **params) -> np.ndarray:
+    record = _RecordLearningRates()
+    NeuralNetClassifier(
+        module__n_layers=2,
+        max_epochs=10,
+        lr=0.01,
+        random_state=0,
+        callbacks=[("record", record), *params.pop("callbacks", [])],
+        **params,
+    ).fit(X.astype(np.float32), y)
+    return np.array(record.lrs)
+
+
+def test_learning_rate_anneals_while_the_masks_stay_fixed(iris_split):
+    """lr while the masks are refreshed (epochs 0–4 of 10), then a half cosine towards 0 over
+    the fixed-mask epochs, for every parameter group alike."""
+    X_train, _, y_train, _ = iris_split
+    lrs = _learning_rates(
+        X_train,
+        y_train,
+        optimizer__param_groups=[("*scaling_impl.value", {"lr": 0.001})],
+    )
+    factors = lrs / lrs[0]
+    np.testing.assert_allclose(factors[:6], 1.0)
+    assert np.all(np.diff(factors[5:, 0]) < 0) and 0 < factors[-1, 0] < 0.1
+    np.testing.assert_allclose(factors[:, 1:], factors[:, :1].repeat(lrs.shape[1] - 1, axis=1))
+
+
+def test_a_users_scheduler_or_none_keeps_its_learning_rate(iris_split):
+    """A user's LRScheduler takes over from the annealing; ``callbacks__annealed_learning_rate
+    =None`` turns it off."""
+    X_train, _, y_train, _ = iris_split
+    scheduler = LRScheduler(policy="StepLR", step_size=100)
+    for params in ({"callbacks": [("lr", scheduler)]}, {"callbacks__annealed_learning_rate": None}):
+        np.testing.assert_allclose(_learning_rates(X_train, y_train, **params), 0.01)
