@@ -118,11 +118,11 @@ class NeuronPruning:
         return weight
 
     def make_pruning_permanent(self) -> None:
-        """Bake the masks into the weights, then remove neurons that no longer have inputs.
+        """Bake the masks into the weights, then remove neurons that no longer have inputs
+        (where that is exact: :meth:`_drop_dead_neurons`).
 
-        A dead neuron's constant output is folded into the next layer's bias before it goes;
-        then the budget is enforced again on the final integer weights, whose scale may have
-        moved with the weights that went.
+        The budget is then enforced once more, for weights that no forward has checked since
+        they last changed (a state given to ``load_params``, say).
         """
         for linear in self.linears:
             if is_masked(linear):
