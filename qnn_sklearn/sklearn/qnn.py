@@ -60,7 +60,9 @@ class NeuralNetClassifier(FHEEstimatorMixin, skorch.NeuralNetClassifier):
         Epochs of each ``fit`` (and ``partial_fit`` call). ``"auto"`` (the default): at least
         50, and at least enough for 1,000 optimizer steps on the rows given, so a small data
         set trains as long as a large one (iris: 500 epochs). The epochs trained are in
-        ``training_epochs_``.
+        ``training_epochs_``. The learning rate stays at ``lr`` for the first half of them,
+        while the pruning masks move, then anneals towards 0 (the default callback
+        ``annealed_learning_rate``; a skorch ``LRScheduler`` of yours replaces it).
     rounding_threshold_bits : int, "auto" or None
         Round every hidden accumulator before its table lookup (``round_bit_pattern``: cheaper
         bootstraps), and train with that rounding: the network learns around it, and the
