@@ -193,6 +193,7 @@ def test_removing_dead_neurons_keeps_the_function():
     with torch.no_grad():
         first.parametrizations.weight[0].mask[:4] = 0
         first.bias[:2], first.bias[2:4] = 2.0, -2.0  # constants: positive, then 0
+        # the next layer reads neurons 0 and 1 (large weights, below its largest), not 2 and 3
         second.parametrizations.weight[0].mask[:, 2:4] = 0
         second.parametrizations.weight.original[:, :2] = 0.9 * second.weight.abs().max()
     module.eval()
