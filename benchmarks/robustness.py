@@ -153,7 +153,6 @@ def defaults_rows(smoke: bool, floor: dict | None, names: list[str]) -> Iterator
                 "max_pbs_precision": fhe["max_pbs_precision"],
                 "floor_s": floor_seconds(report_pbs(fhe["lookups"]), floor),
                 "train_s": seconds,
-                "commit": _commit(),
             }
             row["gap"] = row["mlp"] - row["ours"]
             row["within_target"] = row["gap"] <= DEFAULTS_MARGIN[task.kind]
@@ -430,8 +429,10 @@ def main(argv=None) -> None:
         if part == "defaults" and "defaults" in data:
             # tasks measured one run at a time: another task's rows stay (each has its commit)
             kept = [row for row in data[part]["rows"] if row["task"] not in args.tasks]
-        data[part] = {"command": command, "commit": _commit(), "rows": kept}
+        commit = _commit()  # once: a commit made while the part runs is not what it measured
+        data[part] = {"command": command, "commit": commit, "rows": kept}
         for row in measure[part]():  # saved row by row: a long part keeps what it measured
+            row["commit"] = commit  # kept rows of other tasks carry their own run's
             print(json.dumps(row), flush=True)
             data[part]["rows"].append(row)
             data[part]["machine"] = _machine()

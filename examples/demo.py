@@ -50,8 +50,8 @@ def main() -> None:
         module__n_w_bits=3,
         module__n_a_bits=3,
         module__n_accum_bits=7,
-        module__n_input_bits=3,  # tuned with 3-bit inputs: 4 (the default at 30 features) left
-        rounding_threshold_bits=4,  # 21 neurons and 0.937 within n_accum_bits=7
+        module__n_input_bits=3,  # as tuned; the default at 30 features would be 4 bits
+        rounding_threshold_bits=4,
         random_state=0,
         **common,
     )

@@ -76,6 +76,11 @@ class PruningMasks(Callback):
         return math.ceil(self.refresh_fraction * net.training_epochs_)
 
 
+def _pruning_masks(net) -> PruningMasks | None:
+    """The net's :class:`PruningMasks` callback; None if the user turned it off."""
+    return next((cb for _, cb in net.callbacks_ if isinstance(cb, PruningMasks)), None)
+
+
 def _fit_epoch(net, first_epoch: int) -> int:
     """The epoch that begins, counted from the fit's first (skorch has added its row to the
     history already)."""
@@ -102,8 +107,8 @@ class AnnealedLearningRate(Callback):
     def on_epoch_begin(self, net, **kwargs):
         if self.base_lrs_ is None:
             return
-        masks = [callback for _, callback in net.callbacks_ if isinstance(callback, PruningMasks)]
-        start = masks[0].first_fixed_epoch(net) if masks else 0
+        masks = _pruning_masks(net)
+        start = masks.first_fixed_epoch(net) if masks else 0
         epoch = _fit_epoch(net, self.first_epoch_)
         factor = 1.0
         if epoch > start:
@@ -152,12 +157,8 @@ class BestTrainingState(Callback):
             }
 
     def on_epoch_begin(self, net, **kwargs):
-        last_refresh = any(
-            callback.last_refresh_
-            for _, callback in net.callbacks_
-            if isinstance(callback, PruningMasks)
-        )
-        if last_refresh and self.best_state_ is not None:
+        masks = _pruning_masks(net)
+        if masks and masks.last_refresh_ and self.best_state_ is not None:
             # the fixed-mask epochs train the best masks seen, not the last ones
             net.module_.load_state_dict(self.best_state_)
 

@@ -13,8 +13,8 @@ at the default batch of 64)."""
 MIN_AUTO_STEPS = 1000
 """Fewest optimizer steps of ``max_epochs="auto"``. At the defaults (batch 64, 50 epochs),
 iris's 112 training rows got 100 steps and 0.76 accuracy; 1,000 steps (500 epochs) gave 0.97,
-scikit-learn's MLP's score, and wine's 133 rows went from 0.96 to 1.0 (ROBUSTNESS.md, the
-defaults table)."""
+scikit-learn's MLP's score (seed 0, measured one change at a time; ROBUSTNESS.md has the
+defaults over seeds 0–2 as they stand)."""
 
 
 def training_epochs(max_epochs, n_rows: int, batch_size: int) -> int:

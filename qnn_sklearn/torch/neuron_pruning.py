@@ -2,9 +2,10 @@
 
 A mixin, because these steps read and rewrite the network's own layers. The network provides
 ``linears``, ``activations``, ``act_quants``, ``n_prune_neurons_percentage``,
-``accumulator_budget``, ``_max_abs_weight()``, ``_input_ranges()`` and
-``_integer_weight(linear)``; the per-layer arithmetic is in :mod:`.pruning`, the budget's in
-``quantization/bounds.py``. The training callbacks (sklearn/callbacks.py) say when each step runs.
+``accumulator_budget``, ``_max_abs_weight()``, ``_input_ranges()``, ``_integer_weight(linear)``
+and ``rounding_plan()`` (removing a neuron must not change it); the per-layer arithmetic is in
+:mod:`.pruning`, the budget's in ``quantization/bounds.py``. The training callbacks
+(sklearn/callbacks.py) say when each step runs.
 """
 
 from __future__ import annotations
