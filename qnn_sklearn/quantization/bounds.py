@@ -51,10 +51,10 @@ def signed_limit(n_bits: int) -> int:
     return 2 ** (n_bits - 1) - 1
 
 
-def max_terms(n_bits: int, max_abs_weight: int, max_abs_input: int) -> int:
-    """Inputs per neuron that fit ``n_bits`` whatever their weights and values (worst case:
-    every weight of one sign, every input at its largest magnitude)."""
-    return signed_limit(n_bits) // (max_abs_weight * max_abs_input)
+def max_terms(budget: int, max_abs_weight: int, max_abs_input: int) -> int:
+    """Inputs per neuron that fit ``|accumulator| ≤ budget`` whatever their weights and values
+    (worst case: every weight of one sign, every input at its largest magnitude)."""
+    return budget // (max_abs_weight * max_abs_input)
 
 
 def signed_bits(lo: int, hi: int) -> int:

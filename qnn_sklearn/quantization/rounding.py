@@ -24,7 +24,7 @@ AUTO_ROUNDING = "auto"
 """``rounding_threshold_bits="auto"``. In the integer-model builders (post-training) it
 chooses the kept bits of each layer from its tables (:func:`auto_lsbs`, then the cheapest
 within that, :func:`cheapest_lsbs`); in a ``SparseQuantNeuralNetwork`` it trains with
-``n_a_bits + 2`` kept bits (network.py's ``AUTO_ROUNDING_EXTRA_BITS``). The two differ on
+``n_a_bits + 1`` kept bits (network.py's ``AUTO_ROUNDING_EXTRA_BITS``). The two differ on
 purpose: after training the tables are known and fixed, while a network that trains with the
 rounding needs a rule that does not depend on tables that move with every step."""
 
@@ -116,6 +116,25 @@ def lsbs_for_threshold(lo, hi, threshold: int) -> int:
     while lookup_precision(lo, hi, lsbs) > threshold:
         lsbs += 1
     return lsbs
+
+
+def carry_free_limit(limit: int, threshold: int) -> int:
+    """Largest ``|accumulator|`` up to ``limit`` whose rounding to ``threshold`` bits carries
+    into no extra lookup bit.
+
+    A layer whose range reaches ``±limit`` rounds away ``lsbs`` bits, the fewest that bring its
+    span ``2·limit`` to ``threshold`` bits. Rounding half up then lifts the top values to the
+    next multiple of ``2**lsbs``, one step past ``threshold`` bits, so
+    :func:`lsbs_for_threshold` has to remove one bit more (or the lookup reads one bit more).
+    Within the limit returned, the same ``lsbs`` bits leave a lookup of exactly ``threshold``
+    bits. At ``n_accum_bits=8`` and 4 kept bits that is ±119 instead of ±127: each lookup then
+    costs a 4-bit bootstrap, where the carry made it 5-bit at the same rounding step (33.8
+    against 41.6 ms per neuron, benchmarks/rounding_cost.py, cases exact8to4 and exact9to5).
+    """
+    lsbs = max(bits_for(2 * limit) - threshold, 0)
+    while limit > 0 and lookup_precision(-limit, limit, lsbs) > threshold:
+        limit -= 1
+    return limit
 
 
 def cheapest_lsbs(lo, hi, max_lsbs: int) -> int:

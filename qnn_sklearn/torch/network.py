@@ -27,6 +27,7 @@ from ..quantization.grid import Grid
 from ..quantization.rounding import (
     AUTO_ROUNDING,
     RoundingPlan,
+    carry_free_limit,
     check_rounding_threshold_bits,
     lsbs_for_threshold,
     round_accumulator,
@@ -40,11 +41,13 @@ from .pruning import WeightMask, accumulator_ends, integer_values, sliced_linear
 MAX_BITWIDTH_BACKWARD_COMPATIBLE = 8
 """Largest accumulator a seed-compatible model may certify (``n_accum_bits``'s usual cap)."""
 
-AUTO_ROUNDING_EXTRA_BITS = 2
+AUTO_ROUNDING_EXTRA_BITS = 1
 """``rounding_threshold_bits="auto"`` keeps ``n_a_bits + AUTO_ROUNDING_EXTRA_BITS`` bits of
-each accumulator: two more bits than the activation grid it feeds has levels for. One bit
-(4-bit lookups at 3-bit activations) cost the 20-feature clusters task 0.851 against 0.891
-with two, and digits 0.953 against 0.969, for lookups one bit wider (ROBUSTNESS.md)."""
+each accumulator: one more bit than the activation grid it feeds. At 3-bit activations and
+``n_accum_bits=8`` that rounds away 4 bits before 4-bit lookups. Two extra bits (5-bit lookups)
+were the default while the budget let rounding carry into a fifth bit anyway; with the
+carry-free budget (:func:`layer_budgets`) one bit matched them on the defaults table at 27–30%
+less FHE time per row (ROBUSTNESS.md)."""
 
 RELU_GRADIENT_SLOPE = 0.1
 """In training, the share of the gradient a hidden ReLU passes where its (unrounded)
@@ -67,11 +70,12 @@ and 1-bit weights could not be pruned to 0; a signed narrow 1-bit grid holds onl
 
 
 def default_input_bits(
-    input_dim: int, n_w_bits: int, n_a_bits: int, n_accum_bits: int, signed: bool, narrow: bool
+    input_dim: int, n_w_bits: int, n_a_bits: int, first_budget: int, signed: bool, narrow: bool
 ) -> int:
     """The input grid's bits when the user gives none: ``NARROW_INPUT_BITS`` (5) on at most
     ``NARROW_INPUT_FEATURES`` (16) features, else ``WIDE_INPUT_BITS`` (4); never fewer than
-    ``n_a_bits``, and ``n_a_bits`` if one first-layer product would not fit ``n_accum_bits``.
+    ``n_a_bits``, and ``n_a_bits`` if one first-layer product would not fit the first layer's
+    budget (its largest ``|accumulator|``).
 
     The input is quantized by the client, so its bits cost no bootstrap; they widen only the
     first layer's accumulators, which rounding brings back to the lookup's precision. Each
@@ -84,7 +88,20 @@ def default_input_bits(
     )
     max_input = Grid(target, signed=signed, narrow=signed).max_abs
     max_weight = Grid(n_w_bits, signed=True, narrow=narrow).max_abs
-    return target if max_terms(n_accum_bits, max_weight, max_input) >= 1 else n_a_bits
+    return target if max_terms(first_budget, max_weight, max_input) >= 1 else n_a_bits
+
+
+def layer_budgets(
+    n_layers: int, n_accum_bits: int, rounding_threshold_bits: int | None
+) -> tuple[int, ...]:
+    """Largest ``|accumulator|`` of each linear layer: ``±(2^(n_accum_bits−1) − 1)``, and,
+    for a hidden layer that rounds before its lookup, the part of it whose rounding carries
+    into no extra lookup bit (rounding.carry_free_limit). So a rounded lookup reads
+    ``rounding_threshold_bits`` bits, not one more for the few values at the top."""
+    limit = signed_limit(n_accum_bits)
+    if rounding_threshold_bits is None:
+        return (limit,) * n_layers
+    return (carry_free_limit(limit, rounding_threshold_bits),) * (n_layers - 1) + (limit,)
 
 
 def _check_bits(name: str, value, minimum: int = 1) -> int:
@@ -129,9 +146,11 @@ class SparseQuantNeuralNetwork(NeuronPruning, nn.Module):
     rounding_threshold_bits : int, "auto" or None
         Train with every hidden accumulator rounded (half up) to a multiple of ``2**lsbs``
         before its activation, ``lsbs`` the fewest low bits that leave each neuron's certified
-        range ``rounding_threshold_bits`` bits wide (``"auto"``: ``n_a_bits + 2``). The
+        range ``rounding_threshold_bits`` bits wide (``"auto"``: ``n_a_bits + 1``). The
         integer model rounds the same bits (:meth:`rounding_plan`), so each lookup runs at
-        that precision and the trained network is the deployed one. None: exact accumulators.
+        that precision and the trained network is the deployed one. The hidden layers' budget
+        then leaves room for the rounding's carry (:func:`layer_budgets`). None: exact
+        accumulators.
     """
 
     def __init__(
@@ -184,9 +203,10 @@ class SparseQuantNeuralNetwork(NeuronPruning, nn.Module):
             rounding_threshold_bits = n_a_bits + AUTO_ROUNDING_EXTRA_BITS
         self.rounding_threshold_bits = rounding_threshold_bits
         self.n_w_bits, self.n_a_bits, self.n_accum_bits = n_w_bits, n_a_bits, n_accum_bits
+        self.layer_budgets = layer_budgets(n_layers, n_accum_bits, rounding_threshold_bits)
         if n_input_bits is None:
             n_input_bits = default_input_bits(
-                input_dim, n_w_bits, n_a_bits, n_accum_bits, quant_signed, quant_narrow
+                input_dim, n_w_bits, n_a_bits, self.layer_budgets[0], quant_signed, quant_narrow
             )
         self.n_input_bits = n_input_bits
         self.n_prune_neurons_percentage = n_prune_neurons_percentage
@@ -330,11 +350,6 @@ class SparseQuantNeuralNetwork(NeuronPruning, nn.Module):
 
     # -- accumulator budget --------------------------------------------------------------------
 
-    @property
-    def accumulator_budget(self) -> int:
-        """Largest |accumulator| that fits ``n_accum_bits`` signed bits."""
-        return signed_limit(self.n_accum_bits)
-
     def _max_abs_weight(self) -> int:
         return Grid(self.n_w_bits, signed=True, narrow=self.quant_narrow).max_abs
 
@@ -357,8 +372,8 @@ class SparseQuantNeuralNetwork(NeuronPruning, nn.Module):
         """Inputs per neuron that fit the budget whatever the weights (the worst case)."""
         max_weight = self._max_abs_weight()
         return min(
-            max_terms(self.n_accum_bits, max_weight, max(-lo, hi))
-            for lo, hi in self._input_ranges()
+            max_terms(budget, max_weight, max(-lo, hi))
+            for budget, (lo, hi) in zip(self.layer_budgets, self._input_ranges())
         )
 
     # -- pruning -------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 A mixin, because these steps read and rewrite the network's own layers. The network provides
 ``linears``, ``activations``, ``act_quants``, ``n_prune_neurons_percentage``,
-``accumulator_budget``, ``_max_abs_weight()``, ``_input_ranges()``, ``_integer_weight(linear)``
+``layer_budgets``, ``_max_abs_weight()``, ``_input_ranges()``, ``_integer_weight(linear)``
 and ``rounding_plan()`` (removing a neuron must not change it); the per-layer arithmetic is in
 :mod:`.pruning`, the budget's in ``quantization/bounds.py``. The training callbacks
 (sklearn/callbacks.py) say when each step runs.
@@ -29,10 +29,12 @@ class NeuronPruning:
     """Per-neuron masks that keep every accumulator within ``n_accum_bits``, and structured
     pruning of whole hidden neurons."""
 
-    def _budget_mask(self, linear, input_range, candidates: torch.Tensor) -> torch.Tensor:
-        return budget_mask(
-            linear, candidates, self._max_abs_weight(), input_range, self.accumulator_budget
-        )
+    def _budget_mask(self, linear, input_range, budget: int, candidates) -> torch.Tensor:
+        return budget_mask(linear, candidates, self._max_abs_weight(), input_range, budget)
+
+    def _budgeted_layers(self):
+        """Each linear layer with its input grid's range and its accumulator budget."""
+        return zip(self.linears, self._input_ranges(), self.layer_budgets, strict=True)
 
     def _neurons_to_keep(self, index: int, linear) -> torch.Tensor:
         """Structured pruning: hidden layers drop their lowest-L2-norm rows."""
@@ -51,10 +53,10 @@ class NeuronPruning:
         next layer then trains without it, and its removal at the end changes nothing.
         """
         keep_inputs = None
-        for index, (linear, input_range) in enumerate(zip(self.linears, self._input_ranges())):
+        for index, (linear, input_range, budget) in enumerate(self._budgeted_layers()):
             keep_rows = self._neurons_to_keep(index, linear)
             raw = raw_weight(linear).detach()
-            mask = self._budget_mask(linear, input_range, raw) * keep_rows[:, None]
+            mask = self._budget_mask(linear, input_range, budget, raw) * keep_rows[:, None]
             if keep_inputs is not None:
                 mask *= keep_inputs[None, :]
             keep_inputs = keep_rows
@@ -78,10 +80,7 @@ class NeuronPruning:
         """
         if not any(is_masked(linear) for linear in self.linears):
             return [fake_quant.weight(linear) for linear in self.linears]
-        return [
-            self._within_budget(linear, input_range)
-            for linear, input_range in zip(self.linears, self._input_ranges())
-        ]
+        return [self._within_budget(*layer) for layer in self._budgeted_layers()]
 
     def enforce_budget(self) -> None:
         """Bring every neuron whose integer weights went over the budget back within it.
@@ -95,21 +94,20 @@ class NeuronPruning:
         instead, keeping its inputs, collapsed one seed of the checkerboard to chance level.)
         """
         with torch.no_grad():
-            for linear, input_range in zip(self.linears, self._input_ranges()):
-                self._within_budget(linear, input_range)
+            for layer in self._budgeted_layers():
+                self._within_budget(*layer)
 
-    def _within_budget(self, linear, input_range: tuple[int, int]):
+    def _within_budget(self, linear, input_range: tuple[int, int], budget: int):
         """The layer's quantized weight once its neurons over budget lost their smallest
         inputs (at most a few rounds: the scale only shrinks as weights go)."""
         weight = fake_quant.weight(linear)
         for _ in range(8):
             with torch.no_grad():
-                budget = self.accumulator_budget
                 over = rows_over_budget(weight.integers, input_range, budget)
                 if not over.any():
                     break
                 active = linear.weight.detach()
-                trimmed = self._budget_mask(linear, input_range, active)
+                trimmed = self._budget_mask(linear, input_range, budget, active)
                 keep = torch.where(over[:, None], trimmed, torch.ones_like(trimmed))
                 if is_masked(linear):
                     linear.parametrizations.weight[0].mask.mul_(keep)
@@ -135,8 +133,8 @@ class NeuronPruning:
         """Per layer, which neurons' integer weights can leave the budget (none once
         :meth:`enforce_budget` has run)."""
         return [
-            rows_over_budget(self._integer_weight(linear), input_range, self.accumulator_budget)
-            for linear, input_range in zip(self.linears, self._input_ranges())
+            rows_over_budget(self._integer_weight(linear), input_range, budget)
+            for linear, input_range, budget in self._budgeted_layers()
         ]
 
     def _drop_dead_neurons(self) -> None:

@@ -69,8 +69,9 @@ def test_signed_bits_is_the_fewest_that_hold_the_range(lo, hi):
 
 @given(n_bits=st.integers(2, 16), max_w=st.integers(1, 8), max_x=st.integers(1, 16))
 def test_max_terms_is_the_most_that_fit(n_bits, max_w, max_x):
-    k = max_terms(n_bits, max_w, max_x)
-    assert k * max_w * max_x <= signed_limit(n_bits) < (k + 1) * max_w * max_x
+    budget = signed_limit(n_bits)
+    k = max_terms(budget, max_w, max_x)
+    assert k * max_w * max_x <= budget < (k + 1) * max_w * max_x
 
 
 def _layer(lo: int, hi: int):

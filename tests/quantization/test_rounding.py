@@ -14,6 +14,7 @@ from qnn_sklearn.quantization.rounding import (
     RoundingPlan,
     aligned_base,
     auto_lsbs,
+    carry_free_limit,
     cheapest_lsbs,
     check_rounding_threshold_bits,
     lookup_precision,
@@ -43,6 +44,24 @@ def test_lsbs_for_threshold_is_the_fewest_that_fit(lo, width, threshold):
         fewer = lsbs - 1
         stored = round_accumulator(accumulators, fewer) - aligned_base(lo, fewer)
         assert bits_for(stored.max() >> fewer) > threshold
+
+
+@given(n_bits=st.integers(2, 12), threshold=st.integers(1, 10))
+def test_carry_free_limit_is_the_widest_range_without_the_extra_bit(n_bits, threshold):
+    """Within ±limit, a layer rounds away no more bits than a full ``n_bits`` range needs
+    before the carry (``bits − threshold``), so its lookup reads ``threshold`` bits at that
+    rounding; one more and it would round away more. A range that needs no rounding keeps
+    its limit."""
+    full = 2 ** (n_bits - 1) - 1
+    limit = carry_free_limit(full, threshold)
+    before_carry = max(bits_for(2 * full) - threshold, 0)
+    assert 0 <= limit <= full  # 0: not one value fits (2 bits to 1), the network refuses
+    assert lsbs_for_threshold(np.array([-limit]), np.array([limit]), threshold) <= before_carry
+    if limit < full:
+        wider = np.array([-(limit + 1)]), np.array([limit + 1])
+        assert lsbs_for_threshold(*wider, threshold) > before_carry
+    if n_bits <= threshold:
+        assert limit == full
 
 
 def test_rounding_is_half_up_to_multiples_whatever_the_sign():

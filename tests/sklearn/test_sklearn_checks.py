@@ -25,10 +25,14 @@ EXPECTED_FAILURES = {
 
 
 def _small(estimator_class):
+    """A small network trained long enough for the checks that test what it learned: on
+    check_class_weight_classifiers' 50 rows (one batch), 10 epochs are 10 steps, and the share
+    of class-0 predictions it asks to exceed 0.87 was 0.66–1.0 over seeds 0–5; 30 epochs
+    gave 1.0 on every seed."""
     return estimator_class(
         module__n_layers=2,
         module__n_hidden_neurons_multiplier=4,
-        max_epochs=10,
+        max_epochs=30,
         lr=0.02,
         random_state=0,
     )

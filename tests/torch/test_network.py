@@ -13,7 +13,11 @@ from hypothesis import strategies as st
 from qnn_sklearn.quantization.bounds import accumulator_range
 from qnn_sklearn.torch import build_brevitas_qat_model
 from qnn_sklearn.torch.compile import PlansItsRounding
-from qnn_sklearn.torch.network import SparseQuantNeuralNetwork, default_input_bits
+from qnn_sklearn.torch.network import (
+    SparseQuantNeuralNetwork,
+    default_input_bits,
+    layer_budgets,
+)
 from qnn_sklearn.torch.pruning import accumulator_ends
 
 
@@ -51,10 +55,6 @@ def _integer_extremes(quantizer) -> tuple[int, int]:
     return int(q.min()), int(q.max())
 
 
-def _fits(accumulator: int, n_accum_bits: int) -> bool:
-    return -(2 ** (n_accum_bits - 1)) <= accumulator <= 2 ** (n_accum_bits - 1) - 1
-
-
 @settings(max_examples=25, deadline=None)
 @given(
     n_w_bits=st.integers(1, 5),
@@ -63,43 +63,49 @@ def _fits(accumulator: int, n_accum_bits: int) -> bool:
     narrow=st.booleans(),
     signed=st.booleans(),
     n_input_bits=st.one_of(st.none(), st.integers(1, 6)),
+    rounding=st.one_of(st.none(), st.integers(2, 8)),
 )
 def test_max_active_neurons_is_the_worst_case(
-    n_w_bits, n_a_bits, n_accum_bits, narrow, signed, n_input_bits
+    n_w_bits, n_a_bits, n_accum_bits, narrow, signed, n_input_bits, rounding
 ):
     """The constructor refuses exactly the 1-bit grids and the budgets that cannot hold one
     input; otherwise ``max_active_neurons()`` inputs at the largest weight and input
-    integers fit ``n_accum_bits``, and one more overflows on some layer."""
+    integers fit every layer's budget (within ``n_accum_bits``), and one more overflows on
+    some layer."""
+    budgets = layer_budgets(3, n_accum_bits, rounding)
+    assert max(budgets) == budgets[-1] == 2 ** (n_accum_bits - 1) - 1  # the output layer's
     input_bits = n_input_bits
     if input_bits is None:
         defaults = min(n_w_bits, n_a_bits) >= 2  # else the constructor refuses the grids first
-        rule = (4, n_w_bits, n_a_bits, n_accum_bits, signed, narrow)
+        rule = (4, n_w_bits, n_a_bits, budgets[0], signed, narrow)
         input_bits = default_input_bits(*rule) if defaults else n_a_bits
     max_w = max(abs(v) for v in _grid(n_w_bits, True, narrow))
     input_max = max(abs(v) for v in _grid(input_bits, signed, signed))  # a signed input is narrow
     hidden_max = max(abs(v) for v in _grid(n_a_bits, False, narrow))  # after ReLU: unsigned
     too_few_bits = min(n_w_bits, n_a_bits, input_bits) < 2
-    no_room = max_w * max(input_max, hidden_max) > 2 ** (n_accum_bits - 1) - 1
+    layer_inputs = (input_max, hidden_max, hidden_max)
+    no_room = any(max_w * x > budget for x, budget in zip(layer_inputs, budgets))
     bits = {"n_w_bits": n_w_bits, "n_a_bits": n_a_bits, "n_accum_bits": n_accum_bits}
     grid = {"quant_narrow": narrow, "quant_signed": signed, "n_input_bits": n_input_bits}
-    make = functools.partial(SparseQuantNeuralNetwork, 4, 3, 2, **bits, **grid)
+    make = functools.partial(
+        SparseQuantNeuralNetwork, 4, 3, 2, **bits, **grid, rounding_threshold_bits=rounding
+    )
     if too_few_bits or no_room:
         with pytest.raises(ValueError, match=">= 2" if too_few_bits else "n_accum_bits"):
             make()
         return
     module = make()
+    assert module.layer_budgets == budgets
     k = module.max_active_neurons()
     # the integers the layers really read: Brevitas' own input and activation quantizers
     input_abs = [
         max(map(abs, _integer_extremes(q))) for q in (module.input_quant, *module.act_quants)
     ]
-    assert input_abs == [input_max, hidden_max, hidden_max]
-    for x_abs in input_abs:  # k worst-case products, either sign, fit
-        worst = np.full(k, max_w) @ np.full(k, x_abs)
-        assert _fits(worst, n_accum_bits) and _fits(-worst, n_accum_bits)
-    # one more input overflows the layer with the widest input grid
-    x_abs = max(input_abs)
-    assert not _fits(int(np.full(k + 1, max_w) @ np.full(k + 1, x_abs)), n_accum_bits)
+    assert input_abs == list(layer_inputs)
+    for x_abs, budget in zip(input_abs, budgets):  # k worst-case products, either sign, fit
+        assert k * max_w * x_abs <= budget
+    # one more input overflows some layer
+    assert any((k + 1) * max_w * x_abs > budget for x_abs, budget in zip(input_abs, budgets))
 
 
 def _train_masked(module: SparseQuantNeuralNetwork, x: torch.Tensor, after_step) -> None:
@@ -317,9 +323,12 @@ def test_trained_rounding_and_a_post_training_threshold_conflict():
         build_brevitas_qat_model(module, x.numpy(), rounding_threshold_bits=4)
 
 
-def test_auto_rounding_keeps_two_bits_more_than_the_activations():
+def test_auto_rounding_keeps_one_bit_more_than_the_activations_without_carry():
+    """3-bit activations: 4 kept bits; the hidden layers' budget ±119 (not ±127) rounds 4
+    bits away into 4-bit lookups, where ±127 would round 5 away or read 5 bits."""
     module = SparseQuantNeuralNetwork(12, 3, 3, n_a_bits=3, rounding_threshold_bits="auto")
-    assert module.rounding_threshold_bits == 5
+    assert module.rounding_threshold_bits == 4
+    assert module.layer_budgets == (119, 119, 127)
     with pytest.raises(ValueError, match="rounding_threshold_bits"):
         SparseQuantNeuralNetwork(12, 3, 3, rounding_threshold_bits=0)
 
