@@ -41,7 +41,7 @@ from .pruning import WeightMask, accumulator_ends, integer_values, sliced_linear
 MAX_BITWIDTH_BACKWARD_COMPATIBLE = 8
 """Largest accumulator a seed-compatible model may certify (``n_accum_bits``'s usual cap)."""
 
-AUTO_ROUNDING_EXTRA_BITS = 1
+AUTO_ROUNDING_EXTRA_BITS = 2
 """``rounding_threshold_bits="auto"`` keeps ``n_a_bits + AUTO_ROUNDING_EXTRA_BITS`` bits of
 each accumulator: one more bit than the activation grid it feeds. At 3-bit activations and
 ``n_accum_bits=8`` that rounds away 4 bits before 4-bit lookups. Two extra bits (5-bit lookups)
