@@ -67,6 +67,11 @@ CASES = {
     "exact7to4": (7, 3, fhe.Exactness.EXACT, {}),
     "exact8to5": (8, 3, fhe.Exactness.EXACT, {}),
     "exact7to6": (7, 1, fhe.Exactness.EXACT, {}),
+    # a hidden layer at the defaults (3/3/8): 4 bits rounded away, then a 4-bit lookup (the
+    # carry-free budget) or a 5-bit one (the full ±127 range, whose top values carry)
+    "exact8to4": (8, 4, fhe.Exactness.EXACT, {}),
+    "exact9to5": (9, 4, fhe.Exactness.EXACT, {}),
+    "approx8to4": (8, 4, fhe.Exactness.APPROXIMATE, {}),
     "approx7to5": (7, 2, fhe.Exactness.APPROXIMATE, {}),
     "approx8to6": (8, 2, fhe.Exactness.APPROXIMATE, {}),
     "native6_mono": (6, 0, None, {"parameter_selection_strategy": "mono"}),

@@ -43,8 +43,8 @@ def wide_values(precision: int) -> int:
 
 ROUNDING_CASE = (4, 4)
 """(kept bits, removed bits) of the rounded layer that prices one removed bit: an 8-bit
-accumulator (the default ``n_accum_bits``) rounded to 4 bits (what ``"auto"`` keeps at 3-bit
-activations; one case is enough to price a removed bit)."""
+accumulator (the default ``n_accum_bits``) rounded to 4 bits (what ``"auto"`` kept at 3-bit
+activations until it went to ``n_a_bits + 2``; one case is enough to price a removed bit)."""
 
 LAYER_FAN_IN = 8
 """Inputs of the dot product before the rounding in the table's rounded layer (as in

@@ -24,7 +24,7 @@ AUTO_ROUNDING = "auto"
 """``rounding_threshold_bits="auto"``. In the integer-model builders (post-training) it
 chooses the kept bits of each layer from its tables (:func:`auto_lsbs`, then the cheapest
 within that, :func:`cheapest_lsbs`); in a ``SparseQuantNeuralNetwork`` it trains with
-``n_a_bits + 1`` kept bits (network.py's ``AUTO_ROUNDING_EXTRA_BITS``). The two differ on
+``n_a_bits + 2`` kept bits (network.py's ``AUTO_ROUNDING_EXTRA_BITS``). The two differ on
 purpose: after training the tables are known and fixed, while a network that trains with the
 rounding needs a rule that does not depend on tables that move with every step."""
 

@@ -69,7 +69,7 @@ class NeuralNetClassifier(FHEEstimatorMixin, skorch.NeuralNetClassifier):
         integer model, its simulation and FHE compute exactly what the trained network does.
         An integer keeps that many most significant bits of each layer's certified range, so
         each lookup runs at that precision at most; ``"auto"`` (the default) keeps
-        ``n_a_bits + 1``. None keeps the exact accumulators (the seed's behaviour). Invalid
+        ``n_a_bits + 2``. None keeps the exact accumulators (the seed's behaviour). Invalid
         values raise ValueError in ``fit``.
     **kwargs
         Any skorch ``NeuralNetClassifier`` argument.

@@ -43,11 +43,11 @@ MAX_BITWIDTH_BACKWARD_COMPATIBLE = 8
 
 AUTO_ROUNDING_EXTRA_BITS = 2
 """``rounding_threshold_bits="auto"`` keeps ``n_a_bits + AUTO_ROUNDING_EXTRA_BITS`` bits of
-each accumulator: one more bit than the activation grid it feeds. At 3-bit activations and
-``n_accum_bits=8`` that rounds away 4 bits before 4-bit lookups. Two extra bits (5-bit lookups)
-were the default while the budget let rounding carry into a fifth bit anyway; with the
-carry-free budget (:func:`layer_budgets`) one bit matched them on the defaults table at 27–30%
-less FHE time per row (ROBUSTNESS.md)."""
+each accumulator: two more bits than the activation grid it feeds has levels for. At 3-bit
+activations and ``n_accum_bits=8`` the carry-free budget (±123, :func:`layer_budgets`) then
+rounds away 3 bits before 5-bit lookups, on every layer and at every step. One extra bit (4
+bits away, 4-bit lookups, ±119) costs a tenth less per neuron but is too coarse: the
+checkerboard sweep's worst point fell to 0.71 (ROBUSTNESS.md)."""
 
 RELU_GRADIENT_SLOPE = 0.1
 """In training, the share of the gradient a hidden ReLU passes where its (unrounded)
@@ -146,7 +146,7 @@ class SparseQuantNeuralNetwork(NeuronPruning, nn.Module):
     rounding_threshold_bits : int, "auto" or None
         Train with every hidden accumulator rounded (half up) to a multiple of ``2**lsbs``
         before its activation, ``lsbs`` the fewest low bits that leave each neuron's certified
-        range ``rounding_threshold_bits`` bits wide (``"auto"``: ``n_a_bits + 1``). The
+        range ``rounding_threshold_bits`` bits wide (``"auto"``: ``n_a_bits + 2``). The
         integer model rounds the same bits (:meth:`rounding_plan`), so each lookup runs at
         that precision and the trained network is the deployed one. The hidden layers' budget
         then leaves room for the rounding's carry (:func:`layer_budgets`). None: exact

@@ -323,12 +323,12 @@ def test_trained_rounding_and_a_post_training_threshold_conflict():
         build_brevitas_qat_model(module, x.numpy(), rounding_threshold_bits=4)
 
 
-def test_auto_rounding_keeps_one_bit_more_than_the_activations_without_carry():
-    """3-bit activations: 4 kept bits; the hidden layers' budget ±119 (not ±127) rounds 4
-    bits away into 4-bit lookups, where ±127 would round 5 away or read 5 bits."""
+def test_auto_rounding_keeps_two_bits_more_than_the_activations_without_carry():
+    """3-bit activations: 5 kept bits; the hidden layers' budget ±123 (not ±127) rounds 3
+    bits away into 5-bit lookups, where ±127 would round 4 away or read 6 bits."""
     module = SparseQuantNeuralNetwork(12, 3, 3, n_a_bits=3, rounding_threshold_bits="auto")
-    assert module.rounding_threshold_bits == 4
-    assert module.layer_budgets == (119, 119, 127)
+    assert module.rounding_threshold_bits == 5
+    assert module.layer_budgets == (123, 123, 127)
     with pytest.raises(ValueError, match="rounding_threshold_bits"):
         SparseQuantNeuralNetwork(12, 3, 3, rounding_threshold_bits=0)
 
