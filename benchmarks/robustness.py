@@ -85,6 +85,9 @@ DEFAULTS_SEEDS = (0, 1, 2)
 """``random_state`` of each default fit: the issue's 0, and two more for the worst case."""
 DEFAULTS_MARGIN = {"classification": 0.02, "regression": 0.03}
 """The issue's targets: accuracy within 2 points, R² within 0.03 of scikit-learn's MLP."""
+GAP_TOLERANCE = 1e-9
+"""A gap of exactly the margin is within it: digits' 438 against 429 rows of 450 is 0.02,
+which floating point makes 0.02000000000000001."""
 
 SPEED_EPOCHS = 10
 LARGE_ROWS, LARGE_FEATURES = 100_000, 50
@@ -155,7 +158,7 @@ def defaults_rows(smoke: bool, floor: dict | None, names: list[str]) -> Iterator
                 "train_s": seconds,
             }
             row["gap"] = row["mlp"] - row["ours"]
-            row["within_target"] = row["gap"] <= DEFAULTS_MARGIN[task.kind]
+            row["within_target"] = row["gap"] <= DEFAULTS_MARGIN[task.kind] + GAP_TOLERANCE
             yield row
 
 
