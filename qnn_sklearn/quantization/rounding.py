@@ -127,9 +127,9 @@ def carry_free_limit(limit: int, threshold: int) -> int:
     next multiple of ``2**lsbs``, one step past ``threshold`` bits, so
     :func:`lsbs_for_threshold` has to remove one bit more (or the lookup reads one bit more).
     Within the limit returned, the same ``lsbs`` bits leave a lookup of exactly ``threshold``
-    bits. At ``n_accum_bits=8`` and 4 kept bits that is ±119 instead of ±127: each lookup then
-    costs a 4-bit bootstrap, where the carry made it 5-bit at the same rounding step (33.8
-    against 41.6 ms per neuron, benchmarks/rounding_cost.py, cases exact8to4 and exact9to5).
+    bits. At ``n_accum_bits=8`` and 5 kept bits that is ±123 instead of ±127: 3 bits away
+    before a 5-bit lookup, 38.6 ms per neuron, where a layer with one neuron past ±123 rounded
+    4 away, 42.4 ms (benchmarks/results/rounding_carry.json, cases exact8to5 and exact9to5).
     """
     lsbs = max(bits_for(2 * limit) - threshold, 0)
     while limit > 0 and lookup_precision(-limit, limit, lsbs) > threshold:

@@ -46,8 +46,9 @@ AUTO_ROUNDING_EXTRA_BITS = 2
 each accumulator: two more bits than the activation grid it feeds has levels for. At 3-bit
 activations and ``n_accum_bits=8`` the carry-free budget (±123, :func:`layer_budgets`) then
 rounds away 3 bits before 5-bit lookups, on every layer and at every step. One extra bit (4
-bits away, 4-bit lookups, ±119) costs a tenth less per neuron but is too coarse: the
-checkerboard sweep's worst point fell to 0.71 (ROBUSTNESS.md)."""
+bits away, 4-bit lookups, ±119) costs a tenth less per neuron (34.4 against 38.6 ms,
+benchmarks/results/rounding_carry.json) but is too coarse: the checkerboard sweep's worst
+point fell to 0.71 (README, the training section)."""
 
 RELU_GRADIENT_SLOPE = 0.1
 """In training, the share of the gradient a hidden ReLU passes where its (unrounded)
