@@ -43,8 +43,9 @@ from .import_paths import importable_path
 FORMAT_NAME = "qnn_sklearn.estimator"
 FORMAT_VERSION = 2
 """Raised whenever the layout, or what a saved setting means, changes; a file of another
-version is refused, not guessed at. 2: ``rounding_threshold_bits="auto"`` keeps one bit fewer
-and rounded layers have a narrower budget, so a network of version 1 would load as another."""
+version is refused, not guessed at. 2: a rounded layer's budget leaves room for the
+rounding's carry (network.layer_budgets), so a network of version 1 would load with weights
+cut to the narrower budget: another function."""
 
 MANIFEST = "manifest.json"
 FITTED_INTEGERS = ("n_features_in_", "n_outputs_", "target_ndim_")

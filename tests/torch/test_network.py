@@ -131,10 +131,13 @@ def _train_pruned(module: SparseQuantNeuralNetwork, x: torch.Tensor, after_step)
     n_a_bits=st.integers(2, 4),
     n_accum_bits=st.integers(8, 10),
     prune=st.sampled_from([0.0, 0.25]),
+    rounding=st.sampled_from([None, "auto"]),
     seed=st.integers(0, 10_000),
 )
-def test_pruning_bounds_every_neuron(n_w_bits, n_a_bits, n_accum_bits, prune, seed):
-    """After training steps and permanent pruning, each neuron fits its budget exactly."""
+def test_pruning_bounds_every_neuron(n_w_bits, n_a_bits, n_accum_bits, prune, rounding, seed):
+    """After training steps and permanent pruning, each neuron fits its layer's budget exactly;
+    with rounding, no layer rounds more bits than a full ``n_accum_bits`` range needs before
+    the carry (its lookups stay at the threshold)."""
     torch.manual_seed(seed)
     module = SparseQuantNeuralNetwork(
         12,
@@ -145,6 +148,7 @@ def test_pruning_bounds_every_neuron(n_w_bits, n_a_bits, n_accum_bits, prune, se
         n_a_bits=n_a_bits,
         n_accum_bits=n_accum_bits,
         n_prune_neurons_percentage=prune,
+        rounding_threshold_bits=rounding,
     )
     x = torch.randn(64, 12)
     _train_pruned(module, x, after_step=module.refresh_pruning)
@@ -153,11 +157,14 @@ def test_pruning_bounds_every_neuron(n_w_bits, n_a_bits, n_accum_bits, prune, se
     # a signed input grid is narrow (its bits by the input-width rule); activations after ReLU
     # are unsigned
     grids = [_grid(module.n_input_bits, True, True)] + [_grid(n_a_bits, False, False)] * 2
-    for linear, grid in zip(module.linears, grids):
+    for linear, grid, layer_budget in zip(module.linears, grids, module.layer_budgets):
         integer_weights = linear.quant_weight().int().to(torch.int64).numpy()
         # the narrow signed grid is symmetric; the unsigned one starts at 0
         low, high = accumulator_range(integer_weights, min(grid), max(grid))
-        assert -budget <= low.min() and high.max() <= budget
+        assert -layer_budget <= low.min() and high.max() <= layer_budget <= budget
+    if rounding:
+        removable = n_accum_bits - module.rounding_threshold_bits
+        assert all(lsbs <= removable for lsbs in module.rounding_plan().lsbs)
     if prune:
         assert all(width <= 0.75 * 48 for width in module.hidden_widths())
     # The certified accumulators of the imported integer model fit n_accum_bits too.
