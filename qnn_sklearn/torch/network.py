@@ -7,9 +7,9 @@ client, so it needs no quantizer.
 Pruning is per neuron: each row of every QuantLinear keeps its largest integer weights while
 its accumulator's range over the input grid stays within its layer's budget,
 ``±(2^(n_accum_bits−1) − 1)`` less the room a rounded layer leaves for the rounding's carry
-(:func:`layer_budgets`), so the bound holds for every neuron, not only on average over a layer. After a ReLU the inputs
-are non-negative: positive weights then fill the top of the range and negative ones the
-bottom, each up to the limit (quantization/bounds.py).
+(:func:`layer_budgets`), so the bound holds for every neuron, not only on average over a
+layer. After a ReLU the inputs are non-negative: positive weights then fill the top of the
+range and negative ones the bottom, each up to the limit (quantization/bounds.py).
 """
 
 from __future__ import annotations
