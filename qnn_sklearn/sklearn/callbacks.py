@@ -128,7 +128,9 @@ class BestTrainingState(Callback):
     mean of the epoch's batch losses that skorch records (``train_loss``) is no substitute:
     it averages networks that moved during the epoch, and choosing by it cost breast_cancer
     2.8 points on its worst seed of three (0.944 → 0.916 at the defaults). The sample bounds
-    this pass: all of a small set, a few percent of an epoch on a large one.
+    this pass: all of a small set, a few percent of an epoch on a large one. The sample is
+    collated once per fit: through skorch's Dataset, row by row, it had cost 8 ms of each
+    breast_cancer epoch's 36.
 
     The fixed-mask epochs start from the best state of the refresh epochs (restored as the
     first of them begins, when :class:`PruningMasks` says its last refresh happened:
@@ -143,10 +145,13 @@ class BestTrainingState(Callback):
     def on_train_begin(self, net, X=None, y=None, **kwargs):
         self.best_loss_ = math.inf
         self.best_state_ = None
+        self.evaluation_batch_ = None
 
     def on_epoch_end(self, net, dataset_train=None, dataset_valid=None, **kwargs):
         if dataset_valid is None:
-            loss = _evaluation_loss(net, _evaluation_sample(dataset_train))
+            if self.evaluation_batch_ is None:  # the training rows stay the same for the fit
+                self.evaluation_batch_ = _evaluation_batch(dataset_train)
+            loss = _evaluation_loss(net, self.evaluation_batch_)
             net.history.record(EVALUATION_LOSS, loss)
         else:
             loss = net.history[-1, "valid_loss"]
@@ -165,7 +170,7 @@ class BestTrainingState(Callback):
     def on_train_end(self, net, X=None, y=None, **kwargs):
         if self.best_state_ is not None:
             net.module_.load_state_dict(self.best_state_)
-            self.best_state_ = None
+        self.best_state_ = self.evaluation_batch_ = None
 
 
 def training_callbacks() -> list[tuple[str, Callback]]:
@@ -178,19 +183,18 @@ def training_callbacks() -> list[tuple[str, Callback]]:
     ]
 
 
-def _evaluation_sample(dataset):
+def _evaluation_batch(dataset):
     """``dataset``, or ``EVALUATION_ROWS`` of its rows spread evenly over it (data sorted by
-    class keeps every class in the sample)."""
-    if len(dataset) <= EVALUATION_ROWS:
-        return dataset
-    return Subset(dataset, np.linspace(0, len(dataset) - 1, EVALUATION_ROWS).astype(int))
+    class keeps every class in the sample), collated into one batch."""
+    if len(dataset) > EVALUATION_ROWS:
+        dataset = Subset(dataset, np.linspace(0, len(dataset) - 1, EVALUATION_ROWS).astype(int))
+    return next(iter(DataLoader(dataset, batch_size=len(dataset))))
 
 
-def _evaluation_loss(net, dataset) -> float:
-    """The criterion's mean over ``dataset``, the network in evaluation mode, in one batch
+def _evaluation_loss(net, batch) -> float:
+    """The criterion's mean over ``batch``, the network in evaluation mode, in one forward
     (at most ``EVALUATION_ROWS`` rows: a network's forward costs about the same for 64 rows
     or 2,048, its quantizers' overhead dominating)."""
-    batch = next(iter(DataLoader(dataset, batch_size=len(dataset))))
     loss = float(net.validation_step(batch)["loss"])
     net.module_.train()
     return loss
