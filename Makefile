@@ -35,6 +35,7 @@ bench-smoke: install
 	$(BIN)/python benchmarks/run.py --smoke
 	$(BIN)/python benchmarks/service_faults.py --smoke
 	$(BIN)/python benchmarks/robustness.py --smoke
+	$(BIN)/python benchmarks/search_table.py --smoke
 
 # Side by side with Concrete ML 1.9.0 (benchmarks/anchor.py), in a venv of its own: its pinned
 # torch 2.3.1 pulls the CUDA packages (6.3 GB on disk, a few minutes). Not part of CI.
