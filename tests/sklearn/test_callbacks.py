@@ -1,15 +1,16 @@
 """The pruning callbacks together: the network they hand back is the best one trained, within
-budget, chosen on the validation loss or, without a split, on the loss of each epoch's final
-network (``train_eval_loss``)."""
+budget, chosen on the validation loss or, without a split, on each epoch's final network:
+a classifier's accuracy (``train_eval_acc``), then its loss (``train_eval_loss``)."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from skorch.callbacks import Callback, LRScheduler
 from skorch.dataset import ValidSplit
 
-from qnn_sklearn import NeuralNetClassifier
+from qnn_sklearn import NeuralNetClassifier, NeuralNetRegressor
 from qnn_sklearn.sklearn import callbacks
 
 
@@ -63,6 +64,14 @@ class _CountRows(Callback):
         self.per_epoch.append(self.rows)
 
 
+def _best_epoch(history, epochs=slice(None)) -> int:
+    """The epoch BestTrainingState chooses among ``epochs``: highest training accuracy, lowest
+    loss among equals."""
+    accuracies = np.asarray(history[:, "train_eval_acc"])[epochs]
+    losses = np.asarray(history[:, "train_eval_loss"])[epochs]
+    return int(np.lexsort((losses, -accuracies))[0])
+
+
 def _assert_same_output(model, X, expected):
     torch.testing.assert_close(model.forward(X.astype(np.float32)), expected, rtol=1e-5, atol=1e-5)
 
@@ -79,11 +88,12 @@ def test_hands_back_an_earlier_state_when_the_last_epoch_is_worse(iris_split):
     ).fit(X_train, y_train)
     losses = model.history[:, "train_eval_loss"]
     assert losses[-1] > 2 * min(losses[:-1])  # the last epoch was spoiled
+    assert _best_epoch(model.history) < 5
     # the permanent network (masks baked in) computes what the best epoch's network computed
-    _assert_same_output(model, X_train, record.outputs[int(np.argmin(losses))])
+    _assert_same_output(model, X_train, record.outputs[_best_epoch(model.history)])
 
 
-def test_hands_back_the_lowest_training_loss_within_budget(iris_split):
+def test_hands_back_the_best_training_state_within_budget(iris_split):
     X_train, _, y_train, _ = iris_split
     record = _RecordEpochs(X_train)
     epochs = 20
@@ -104,11 +114,35 @@ def test_hands_back_the_lowest_training_loss_within_budget(iris_split):
     # the masks are refreshed after epochs 0-9 (half the epochs); the fixed-mask epochs
     # start from the best of those, restored as epoch 10 begins
     first_fixed = epochs // 2
-    best_refresh_epoch = int(np.argmin(losses[:first_fixed]))
+    best_refresh_epoch = _best_epoch(model.history, slice(0, first_fixed))
     torch.testing.assert_close(
         record.begin_outputs[first_fixed], record.outputs[best_refresh_epoch]
     )
-    _assert_same_output(model, X_train, record.outputs[int(np.argmin(losses))])
+    _assert_same_output(model, X_train, record.outputs[_best_epoch(model.history)])
+
+
+def test_training_accuracy_is_weighted_as_the_loss_and_ranks_first(iris_split):
+    """``train_eval_acc`` is each epoch's network's accuracy on the rows, weighted by
+    ``sample_weight``; a classifier hands back the most accurate epoch's network, and a
+    regressor, which has no accuracy, records none."""
+    X_train, _, y_train, _ = iris_split
+    weights = np.where(y_train == "setosa", 5.0, 1.0)
+    record = _RecordEpochs(X_train)
+    model = NeuralNetClassifier(
+        module__n_layers=2, max_epochs=12, lr=0.05, random_state=0, callbacks=[record]
+    ).fit(X_train, y_train, sample_weight=weights)
+    codes = np.searchsorted(model.classes_, y_train)
+    for output, accuracy in zip(record.outputs, model.history[:, "train_eval_acc"]):
+        correct = output.argmax(dim=1).numpy() == codes
+        assert accuracy == pytest.approx(np.sum(weights * correct) / np.sum(weights))
+    accuracies = np.asarray(model.history[:, "train_eval_acc"])
+    chosen = _best_epoch(model.history)
+    assert accuracies[chosen] == accuracies.max() > accuracies.min()
+    _assert_same_output(model, X_train, record.outputs[chosen])
+
+    regressor = NeuralNetRegressor(module__n_layers=2, max_epochs=4, random_state=0)
+    regressor.fit(X_train, np.linspace(-1, 1, len(X_train)).astype(np.float32))
+    assert "train_eval_acc" not in regressor.history[-1]
 
 
 def test_best_state_is_restored_after_the_masks_last_refresh_whatever_its_fraction(iris_split):
