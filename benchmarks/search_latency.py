@@ -55,6 +55,26 @@ def load_average() -> float:
     return round(os.getloadavg()[0], 2)
 
 
+def timed_fhe_rows(model, X, rows: int) -> dict:
+    """``predict(row, fhe="execute")`` on ``rows`` rows of ``X`` after a warm-up row (which also
+    makes the keys): their median and each time, whether each equalled the simulation, and
+    the load average around them."""
+    model.predict(X[:1], fhe="execute")
+    times, loads, equal = [], [], True
+    for row in X[1 : 1 + rows]:
+        loads.append(load_average())
+        start = time.perf_counter()
+        executed = model.predict(row[None], fhe="execute")
+        times.append(time.perf_counter() - start)
+        equal &= bool(np.array_equal(executed, model.predict(row[None], fhe="simulate")))
+    return {
+        "measured_s": statistics.median(times),
+        "rows_s": times,
+        "execute_equals_simulate": equal,
+        "load_average": [min(loads), max(loads)],
+    }
+
+
 def measure(task: str, name: str, params: dict, epochs: int, rows: int, costs) -> dict:
     """Train, compile, predict and time one candidate (see the module docstring)."""
     X_train, X_test, y_train, y_test = load(task)
@@ -62,15 +82,8 @@ def measure(task: str, name: str, params: dict, epochs: int, rows: int, costs) -
     model.fit(X_train, y_train).compile(X_train)
     module = model.quantized_module_
     predicted = predicted_latency_s(module, costs)
-    model.predict(X_test[:1], fhe="execute")  # warm-up (and the keys)
-    times, loads, equal = [], [], True
-    for row in X_test[1 : 1 + rows]:
-        loads.append(load_average())
-        start = time.perf_counter()
-        executed = model.predict(row[None], fhe="execute")
-        times.append(time.perf_counter() - start)
-        equal &= bool(np.array_equal(executed, model.predict(row[None], fhe="simulate")))
-    measured = statistics.median(times)
+    timing = timed_fhe_rows(model, X_test, rows)
+    measured = timing["measured_s"]
     return {
         "task": task,
         "candidate": name,
@@ -80,12 +93,9 @@ def measure(task: str, name: str, params: dict, epochs: int, rows: int, costs) -
         "circuit_pbs_count": int(model.fhe_circuit_.programmable_bootstrap_count),
         "lookups": model.fhe_report()["lookups"],
         "predicted_s": predicted,
-        "measured_s": measured,
-        "rows_s": times,
+        **timing,
         "ratio": measured / predicted,
         "within_target": abs(measured / predicted - 1) <= TARGET,
-        "execute_equals_simulate": equal,
-        "load_average": [min(loads), max(loads)],
     }
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import report  # noqa: E402
+from search_latency import timed_fhe_rows  # noqa: E402
 from tasks import TARGETS, TASKS, load  # noqa: E402
 
 from qnn_sklearn import FHEModelSearchCV  # noqa: E402
@@ -51,10 +51,6 @@ SMOKE_GRID = [{"module__n_layers": [1, 2], "module__n_hidden_neurons_multiplier"
 CV = 3
 
 
-def _load_average() -> float:
-    return round(os.getloadavg()[0], 2)
-
-
 def search_row(name: str, grid, cv: int, rows: int, max_epochs, min_score, costs) -> dict:
     """One task's search for the cheapest candidate reaching ``min_score``, its chosen model's
     test metric and measured FHE latency."""
@@ -68,14 +64,6 @@ def search_row(name: str, grid, cv: int, rows: int, max_epochs, min_score, costs
     search_s = time.perf_counter() - start
     model = search.best_estimator_
     results = search.cv_results_
-    model.predict(X_test[:1], fhe="execute")  # warm-up (and the keys)
-    times, loads, equal = [], [], True
-    for row in X_test[1 : 1 + rows]:
-        loads.append(_load_average())
-        begin = time.perf_counter()
-        executed = model.predict(row[None], fhe="execute")
-        times.append(time.perf_counter() - begin)
-        equal &= bool(np.array_equal(executed, model.predict(row[None], fhe="simulate")))
     return {
         "task": name,
         "metric": task.metric_name,
@@ -86,12 +74,10 @@ def search_row(name: str, grid, cv: int, rows: int, max_epochs, min_score, costs
         "hidden": model.module_.hidden_widths(),
         "circuit_pbs_count": int(model.fhe_circuit_.programmable_bootstrap_count),
         "predicted_s": float(search.best_predicted_latency_s_),
-        "measured_s": statistics.median(times),
-        "execute_equals_simulate": equal,
+        **timed_fhe_rows(model, X_test, rows),
         "candidates": len(results["params"]),
         "candidates_reaching_target": int(np.sum(results["mean_test_score"] >= min_score)),
         "search_s": search_s,
-        "load_average": [min(loads), max(loads)],
     }
 
 
