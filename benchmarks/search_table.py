@@ -4,8 +4,9 @@ For each task with a target (``tasks.TARGETS``), one FHEModelSearchCV over the s
 candidates, whatever the task: linear models at 3, 4 or 6 bits, and 2 or 3 layers at ×1 or ×4
 hidden with the estimator's default bits and rounding. Each candidate is cross-validated on
 the task's training split and priced from its circuit's bootstraps; the search keeps the
-cheapest whose mean cross-validated score reaches the task's target (``min_score``), refits
-it on the whole training split and compiles it. The table gives its test metric, the circuit's
+cheapest whose mean cross-validated score reaches the task's target (the rule of
+``min_score``; where none does, the most accurate, marked "short"), refits it on the whole
+training split and compiles it. The table gives its test metric, the circuit's
 bootstraps, the predicted latency and the measured one: the median of ``--rows``
 ``predict(row, fhe="execute")`` after a warm-up, each equal to the simulation.
 
@@ -34,6 +35,8 @@ from tasks import TARGETS, TASKS, load  # noqa: E402
 
 from qnn_sklearn import FHEModelSearchCV  # noqa: E402
 from qnn_sklearn.quantization.pbs_timing import cached_machine_costs  # noqa: E402
+from qnn_sklearn.search.scoring import LATENCY  # noqa: E402
+from qnn_sklearn.search.selection import select_candidate  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SEARCH_TASKS = ("iris", "wine", "breast_cancer", "digits", "make_regression")
@@ -51,6 +54,21 @@ SMOKE_GRID = [{"module__n_layers": [1, 2], "module__n_hidden_neurons_multiplier"
 CV = 3
 
 
+def cheapest_reaching(min_score: float):
+    """A ``refit`` for the search: the cheapest candidate whose mean score reaches
+    ``min_score`` (what ``min_score=`` itself chooses), or, where none does, the most accurate
+    (``min_score=`` would raise), so that the table shows how far the task's best falls
+    short."""
+
+    def choose(results) -> int:
+        scores = results["mean_test_score"]
+        reached = bool(np.any(scores >= min_score))
+        latencies = results[f"mean_test_{LATENCY}"]
+        return select_candidate(scores, latencies, min_score=min_score if reached else None)
+
+    return choose
+
+
 def search_row(name: str, grid, cv: int, rows: int, max_epochs, min_score, costs) -> dict:
     """One task's search for the cheapest candidate reaching ``min_score``, its chosen model's
     test metric and measured FHE latency."""
@@ -59,7 +77,7 @@ def search_row(name: str, grid, cv: int, rows: int, max_epochs, min_score, costs
     estimator = task.estimator(random_state=0, max_epochs=max_epochs)
     start = time.perf_counter()
     search = FHEModelSearchCV(
-        estimator, grid, cv=cv, min_score=min_score, machine_costs=costs, n_jobs=1
+        estimator, grid, cv=cv, refit=cheapest_reaching(min_score), machine_costs=costs, n_jobs=1
     ).fit(X_train, y_train)
     search_s = time.perf_counter() - start
     model = search.best_estimator_
@@ -70,6 +88,7 @@ def search_row(name: str, grid, cv: int, rows: int, max_epochs, min_score, costs
         "target": min_score,
         "chosen": {key.removeprefix("module__"): v for key, v in search.best_params_.items()},
         "cv_score": float(search.best_score_),
+        "reached_target": bool(search.best_score_ >= min_score),
         "test_metric": float(model.score(X_test, y_test)),
         "hidden": model.module_.hidden_widths(),
         "circuit_pbs_count": int(model.fhe_circuit_.programmable_bootstrap_count),
@@ -87,9 +106,10 @@ def markdown(payload: dict) -> str:
         "# What the model search finds",
         "",
         f"`{payload['command']}` (each row at its commit); {payload['cores']} cores. Each task: "
-        f"`FHEModelSearchCV(min_score=target, cv={payload['cv']})` over the grid "
+        f"`FHEModelSearchCV(cv={payload['cv']})` over the grid "
         f"`{payload['grid']}` with the estimator's defaults (`random_state=0`) otherwise; the "
-        "cheapest candidate whose mean cross-validated score reaches the target, refit on the "
+        "cheapest candidate whose mean cross-validated score reaches the target (else the most "
+        "accurate, marked short), refit on the "
         "training split and compiled. Predicted latency from the cost table (measured at load "
         f"{costs['load_average']:.1f}); measured = median of {payload['rows']} "
         "`predict(row, fhe='execute')` after a warm-up, each equal to the simulation.",
@@ -118,7 +138,7 @@ def markdown(payload: dict) -> str:
                 row["task"],
                 f"{row['metric']} (≥ {row['target']})",
                 ", ".join(f"{key}={value}" for key, value in row["chosen"].items()),
-                f"{row['cv_score']:.3f}",
+                f"{row['cv_score']:.3f}" + ("" if row["reached_target"] else " (short)"),
                 f"{row['test_metric']:.3f}",
                 str(row["hidden"] or "–"),
                 row["circuit_pbs_count"],
