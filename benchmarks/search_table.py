@@ -44,11 +44,18 @@ SEARCH_TASKS = ("iris", "wine", "breast_cancer", "digits", "make_regression")
 (unsigned, 2 bits), which is a setting of the input, not of the network: not searched here."""
 
 GRID = [
-    {"module__n_layers": [1], "module__n_w_bits": [3, 4, 6], "module__n_accum_bits": [16]},
+    {
+        "module__n_layers": [1],
+        "module__n_w_bits": [3, 4, 6],
+        "module__n_accum_bits": [16],
+        "lr": [1e-3, 1e-2],
+    },
     {"module__n_layers": [2, 3], "module__n_hidden_neurons_multiplier": [1, 4]},
 ]
-"""Linear models (no bootstrap; 16-bit accumulators hold every feature at these bits), and the
-default network at two depths and widths."""
+"""Linear models (no bootstrap; 16-bit accumulators hold every feature at these bits) at two
+learning rates, and the default network at two depths and widths. Without ``lr=1e-2`` no
+linear model reached digits' 0.95 in cross-validation, and the search chose 3 layers ×1
+(512 bootstraps, 13.9 s per row) where the tuned table had a linear model."""
 
 SMOKE_GRID = [{"module__n_layers": [1, 2], "module__n_hidden_neurons_multiplier": [1]}]
 CV = 3
