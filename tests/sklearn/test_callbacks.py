@@ -64,12 +64,12 @@ class _CountRows(Callback):
         self.per_epoch.append(self.rows)
 
 
-def _best_epoch(history, epochs=slice(None)) -> int:
-    """The epoch BestTrainingState chooses among ``epochs``: highest training accuracy, lowest
-    loss among equals."""
-    accuracies = np.asarray(history[:, "train_eval_acc"])[epochs]
+def _best_epoch(history, n_rows: int, epochs=slice(None)) -> int:
+    """The epoch BestTrainingState chooses among ``epochs``: most training rows right (of the
+    mean weight), lowest loss among equals."""
+    rows_right = np.round(np.asarray(history[:, "train_eval_acc"])[epochs] * n_rows)
     losses = np.asarray(history[:, "train_eval_loss"])[epochs]
-    return int(np.lexsort((losses, -accuracies))[0])
+    return int(np.lexsort((losses, -rows_right))[0])
 
 
 def _assert_same_output(model, X, expected):
@@ -88,9 +88,9 @@ def test_hands_back_an_earlier_state_when_the_last_epoch_is_worse(iris_split):
     ).fit(X_train, y_train)
     losses = model.history[:, "train_eval_loss"]
     assert losses[-1] > 2 * min(losses[:-1])  # the last epoch was spoiled
-    assert _best_epoch(model.history) < 5
+    assert _best_epoch(model.history, len(X_train)) < 5
     # the permanent network (masks baked in) computes what the best epoch's network computed
-    _assert_same_output(model, X_train, record.outputs[_best_epoch(model.history)])
+    _assert_same_output(model, X_train, record.outputs[_best_epoch(model.history, len(X_train))])
 
 
 def test_hands_back_the_best_training_state_within_budget(iris_split):
@@ -114,11 +114,11 @@ def test_hands_back_the_best_training_state_within_budget(iris_split):
     # the masks are refreshed after epochs 0-9 (half the epochs); the fixed-mask epochs
     # start from the best of those, restored as epoch 10 begins
     first_fixed = epochs // 2
-    best_refresh_epoch = _best_epoch(model.history, slice(0, first_fixed))
+    best_refresh_epoch = _best_epoch(model.history, len(X_train), slice(0, first_fixed))
     torch.testing.assert_close(
         record.begin_outputs[first_fixed], record.outputs[best_refresh_epoch]
     )
-    _assert_same_output(model, X_train, record.outputs[_best_epoch(model.history)])
+    _assert_same_output(model, X_train, record.outputs[_best_epoch(model.history, len(X_train))])
 
 
 def test_training_accuracy_is_weighted_as_the_loss_and_ranks_first(iris_split):
@@ -135,9 +135,9 @@ def test_training_accuracy_is_weighted_as_the_loss_and_ranks_first(iris_split):
     for output, accuracy in zip(record.outputs, model.history[:, "train_eval_acc"]):
         correct = output.argmax(dim=1).numpy() == codes
         assert accuracy == pytest.approx(np.sum(weights * correct) / np.sum(weights))
-    accuracies = np.asarray(model.history[:, "train_eval_acc"])
-    chosen = _best_epoch(model.history)
-    assert accuracies[chosen] == accuracies.max() > accuracies.min()
+    rows_right = np.round(np.asarray(model.history[:, "train_eval_acc"]) * len(X_train))
+    chosen = _best_epoch(model.history, len(X_train))
+    assert rows_right[chosen] == rows_right.max() > rows_right.min()
     _assert_same_output(model, X_train, record.outputs[chosen])
 
     regressor = NeuralNetRegressor(module__n_layers=2, max_epochs=4, random_state=0)
