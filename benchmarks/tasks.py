@@ -148,6 +148,8 @@ class Config:
             # these configurations were chosen with the input grid at the activations' bits,
             # the estimator's default until it took the input width into account
             "module__n_input_bits": self.n_a_bits,
+            # and without structured pruning, the default on wide inputs since issue 16
+            "module__n_prune_neurons_percentage": 0.0,
             **self.extra,
         }
 

@@ -62,6 +62,12 @@ NARROW_INPUT_FEATURES = 16
 
 NARROW_INPUT_BITS, WIDE_INPUT_BITS = 5, 4
 
+PRUNED_INPUT_FEATURES = 24
+"""Inputs of more than this many features get ``n_prune_neurons_percentage=PRUNED_SHARE`` by
+default, narrower ones no structured pruning (see :func:`default_pruned_share`)."""
+
+PRUNED_SHARE = 0.5
+
 _NON_NEGATIVE_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Sigmoid, nn.Softplus, nn.Hardsigmoid)
 
 
@@ -91,6 +97,21 @@ def default_input_bits(
     max_input = Grid(target, signed=signed, narrow=signed).max_abs
     max_weight = Grid(n_w_bits, signed=True, narrow=narrow).max_abs
     return target if max_terms(first_budget, max_weight, max_input) >= 1 else n_a_bits
+
+
+def default_pruned_share(input_dim: int) -> float:
+    """The share of hidden neurons structured pruning removes when the user gives none:
+    ``PRUNED_SHARE`` (half) on more than ``PRUNED_INPUT_FEATURES`` (24) features, else none.
+
+    Every hidden neuron costs the circuit the same bootstraps (its rounding and its lookup),
+    so the FHE latency is proportional to the neurons kept. Wide inputs give the ×4 hidden
+    layers more neurons than accuracy needs: at half, breast_cancer (30 features), digits (64)
+    and MNIST-5k (784, ×1) kept their accuracy at half the bootstraps (seeds 0–2, within 2
+    points of scikit-learn's MLP; ROBUSTNESS.md has the table). At 20 features (the clusters
+    task and make_regression) half cost 1–1.5 points of accuracy and 0.005 of R², to the
+    edge of those targets; at 4 (iris) one seed lost 5 points.
+    """
+    return PRUNED_SHARE if input_dim > PRUNED_INPUT_FEATURES else 0.0
 
 
 def layer_budgets(
@@ -127,8 +148,10 @@ class SparseQuantNeuralNetwork(NeuronPruning, nn.Module):
         Bits of weights and of activations, at least ``MIN_GRID_BITS`` (2).
     n_accum_bits : int
         Bits every accumulator must fit, sign included.
-    n_prune_neurons_percentage : float
-        Fraction in [0, 1) of hidden neurons removed by structured pruning.
+    n_prune_neurons_percentage : float or None
+        Fraction in [0, 1) of hidden neurons removed by structured pruning: while the masks
+        are refreshed, each hidden layer keeps its rows of largest L2 norm. None: half on more
+        than 24 features, else none (:func:`default_pruned_share` says why).
     activation_function : type
         torch activation class, instantiated once per hidden layer. The estimators check in
         ``fit``, before training, that the integer model can import it (module_checks.py).
@@ -164,7 +187,7 @@ class SparseQuantNeuralNetwork(NeuronPruning, nn.Module):
         n_w_bits: int = 3,
         n_a_bits: int = 3,
         n_accum_bits: int = 8,
-        n_prune_neurons_percentage: float = 0.0,
+        n_prune_neurons_percentage: float | None = None,
         activation_function=nn.ReLU,
         quant_narrow: bool = False,
         quant_signed: bool = True,
@@ -181,9 +204,10 @@ class SparseQuantNeuralNetwork(NeuronPruning, nn.Module):
             _check_bits(name, locals()[name], MIN_GRID_BITS)
         if n_input_bits is not None:
             _check_bits("n_input_bits", n_input_bits, MIN_GRID_BITS)
-        if not 0.0 <= n_prune_neurons_percentage < 1.0:
+        if n_prune_neurons_percentage is not None and not 0.0 <= n_prune_neurons_percentage < 1.0:
             raise ValueError(
-                f"n_prune_neurons_percentage must be in [0, 1), got {n_prune_neurons_percentage}."
+                "n_prune_neurons_percentage must be None or in [0, 1), got "
+                f"{n_prune_neurons_percentage}."
             )
         self.init_kwargs = {
             "input_dim": input_dim,
@@ -211,6 +235,8 @@ class SparseQuantNeuralNetwork(NeuronPruning, nn.Module):
                 input_dim, n_w_bits, n_a_bits, self.layer_budgets[0], quant_signed, quant_narrow
             )
         self.n_input_bits = n_input_bits
+        if n_prune_neurons_percentage is None:
+            n_prune_neurons_percentage = default_pruned_share(input_dim)
         self.n_prune_neurons_percentage = n_prune_neurons_percentage
         self.quant_narrow = quant_narrow
         widths = layer_widths(input_dim, n_layers, n_outputs, n_hidden_neurons_multiplier)

@@ -359,6 +359,28 @@ def test_default_input_bits_follow_the_input_width(input_dim, bits, expected):
     assert given.input_quant.act_quant.bit_width() == 2
 
 
+@pytest.mark.parametrize(
+    "input_dim, given, expected",
+    [
+        (4, None, 0.0),  # narrow inputs: no structured pruning
+        (24, None, 0.0),
+        (25, None, 0.5),  # wider ones: half the hidden neurons
+        (64, None, 0.5),
+        (64, 0.0, 0.0),  # the user's share wins, either way
+        (4, 0.25, 0.25),
+    ],
+)
+def test_default_pruned_share_follows_the_input_width(input_dim, given, expected):
+    module = SparseQuantNeuralNetwork(input_dim, 3, 2, n_prune_neurons_percentage=given)
+    assert module.n_prune_neurons_percentage == expected
+    module.enable_pruning()
+    # the first hidden layer's kept neurons keep inputs (each its largest first), its dropped
+    # ones none (a later layer's kept neuron may lose all its inputs to dropped neurons)
+    mask = module.linears[0].parametrizations.weight[0].mask
+    dropped = int((mask.sum(dim=1) == 0).sum())
+    assert dropped == round(expected * mask.shape[0])
+
+
 def test_input_grid_bits_apart_from_the_activations():
     """n_input_bits sets the client's input grid only; the integer model imports it, and the
     network and the integer model still agree."""
