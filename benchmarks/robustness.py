@@ -17,10 +17,10 @@ Usage::
   give the worst case), against scikit-learn's ``MLPClassifier`` / ``MLPRegressor``
   (``random_state=0, max_iter=500``), same standardized 75/25 split, with the FHE cost each
   default implies (PBS count, largest precision, the floor from ``pbs_floor.json``).
-- **speed**: milliseconds per optimizer step (skorch's epoch time over the epoch's steps) of
+- **speed**: milliseconds per optimizer step (each whole epoch's wall time over its steps) of
   the estimator at its defaults against plain skorch training a float MLP of the same widths,
-  on breast_cancer and ``make_classification(100_000, 50)``, and each fit's wall time (10
-  epochs; the issue's bound for the large one is 5 minutes).
+  on breast_cancer (100 epochs) and ``make_classification(100_000, 50)`` (10 epochs: the
+  issue's bound for it is 5 minutes), and each fit's wall time.
 
 Results: results/robustness.json and results/ROBUSTNESS.md (``--smoke``: *_smoke.*), saved after
 every row. The speed part runs both sides on one torch thread; the other parts let the estimator
@@ -90,7 +90,9 @@ GAP_TOLERANCE = 1e-9
 """A gap of exactly the margin is within it: digits' 438 against 429 rows of 450 is 0.02,
 which floating point makes 0.02000000000000001."""
 
-SPEED_EPOCHS = 10
+SPEED_EPOCHS = {"breast_cancer": 100, "make_classification": 10}
+"""Epochs timed per task: the issue's 10 on the 100k rows; on breast_cancer (7 steps, about
+30 ms an epoch) 10 epochs gave 3.6× and 4.4× on two runs of the same code, so it gets 100."""
 LARGE_ROWS, LARGE_FEATURES = 100_000, 50
 
 
@@ -218,7 +220,6 @@ def speed_rows(smoke: bool) -> Iterator[dict]:
 
 
 def _speed_rows(smoke: bool) -> Iterator[dict]:
-    epochs = 1 if smoke else SPEED_EPOCHS
     X_small, _, y_small, _ = load("breast_cancer")
     X_large, y_large = make_classification(
         n_samples=2_000 if smoke else LARGE_ROWS, n_features=LARGE_FEATURES, random_state=0
@@ -228,6 +229,7 @@ def _speed_rows(smoke: bool) -> Iterator[dict]:
         ("breast_cancer", X_small, y_small),
         ("make_classification", X_large, y_large),
     ):
+        epochs = 1 if smoke else SPEED_EPOCHS[name]
         ours_clock, plain_clock = EpochClock(), EpochClock()
         ours = NeuralNetClassifier(
             random_state=0, max_epochs=epochs, callbacks=[("clock", ours_clock)]
