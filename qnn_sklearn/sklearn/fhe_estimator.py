@@ -306,7 +306,10 @@ class FHEEstimatorMixin:
         self._declare_targets(self.n_outputs_)
 
     def prune(self, X, y, n_prune_neurons_percentage: float):
-        """A copy with that fraction of hidden neurons removed and fine-tuned on (X, y)."""
+        """A copy fine-tuned on (X, y) whose hidden layers keep at most ``1 −
+        n_prune_neurons_percentage`` of their width before any pruning (the neurons of largest
+        weight norm): a share of the architecture, as the constructor's setting is, so 0.5 on
+        a network that the default already halved removes nothing more."""
         check_is_fitted(self)
         if not 0.0 <= n_prune_neurons_percentage < 1.0:
             raise ValueError("n_prune_neurons_percentage must be in [0, 1).")

@@ -240,6 +240,7 @@ class SparseQuantNeuralNetwork(NeuronPruning, nn.Module):
         self.n_prune_neurons_percentage = n_prune_neurons_percentage
         self.quant_narrow = quant_narrow
         widths = layer_widths(input_dim, n_layers, n_outputs, n_hidden_neurons_multiplier)
+        self.unpruned_widths = tuple(widths)
 
         self.input_quant = calibrated_input_quantizer(self.n_input_bits, quant_signed)
         self.linears = nn.ModuleList(

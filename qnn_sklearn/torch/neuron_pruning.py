@@ -1,7 +1,7 @@
 """The pruning life cycle of SparseQuantNeuralNetwork: masks on, budget kept, final cut.
 
 A mixin, because these steps read and rewrite the network's own layers. The network provides
-``linears``, ``activations``, ``act_quants``, ``n_prune_neurons_percentage``,
+``linears``, ``activations``, ``act_quants``, ``n_prune_neurons_percentage``, ``unpruned_widths``,
 ``layer_budgets``, ``_max_abs_weight()``, ``_input_ranges()``, ``_integer_weight(linear)``
 and ``rounding_plan()`` (removing a neuron must not change it); the per-layer arithmetic is in
 :mod:`.pruning`, the budget's in ``quantization/bounds.py``. The training callbacks
@@ -37,12 +37,20 @@ class NeuronPruning:
         return zip(self.linears, self._input_ranges(), self.layer_budgets, strict=True)
 
     def _neurons_to_keep(self, index: int, linear) -> torch.Tensor:
-        """Structured pruning: hidden layers drop their lowest-L2-norm rows."""
+        """Structured pruning: a hidden layer keeps its rows of largest L2 norm, at most
+        ``1 − n_prune_neurons_percentage`` of its width before any pruning (at least one).
+
+        The share is of the unpruned width, not of the layer's current one: a fit that goes on
+        from a pruned network (``partial_fit``, a loaded estimator) would otherwise prune it
+        again at every call.
+        """
         rows = linear.out_features
-        if index == len(self.linears) - 1 or self.n_prune_neurons_percentage == 0:
-            return torch.ones(rows, dtype=torch.bool)
-        n_drop = min(int(round(self.n_prune_neurons_percentage * rows)), rows - 1)
         keep = torch.ones(rows, dtype=torch.bool)
+        if index == len(self.linears) - 1 or self.n_prune_neurons_percentage == 0:
+            return keep
+        unpruned = self.unpruned_widths[index + 1]
+        n_keep = max(unpruned - int(round(self.n_prune_neurons_percentage * unpruned)), 1)
+        n_drop = max(rows - n_keep, 0)
         keep[torch.argsort(raw_weight(linear).detach().norm(dim=1))[:n_drop]] = False
         return keep
 

@@ -278,3 +278,16 @@ def test_partial_fit_without_classes_takes_them_from_y(iris_split):
         torch.as_tensor(model.predict_proba(X_train).sum(axis=1)),
         torch.ones(len(X_train), dtype=torch.float64),
     )
+
+
+def test_partial_fit_keeps_the_default_pruning_of_wide_inputs():
+    """On more than 24 features the default prunes half the hidden neurons, once: a later
+    partial_fit trains the pruned network on, it does not halve it again."""
+    X, y = make_classification(300, n_features=30, n_informative=10, random_state=0)
+    model = NeuralNetClassifier(
+        max_epochs=2, module__n_hidden_neurons_multiplier=1, **SMALL
+    ).partial_fit(X, y)
+    (first,) = model.module_.hidden_widths()
+    assert first <= 15
+    model.partial_fit(X, y)
+    assert model.module_.hidden_widths() == [first]

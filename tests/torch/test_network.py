@@ -231,6 +231,26 @@ def test_structured_pruning_masks_the_dropped_neurons_outputs():
         assert not following[:, dropped].any()
 
 
+def test_structured_pruning_is_a_share_of_the_unpruned_width():
+    """Training again from a pruned network (partial_fit) keeps its neurons: the share is of
+    the width before pruning, not of the layer's current one."""
+    torch.manual_seed(0)
+    module = SparseQuantNeuralNetwork(6, 3, 2, n_prune_neurons_percentage=0.5)
+    module.enable_pruning()
+    module.make_pruning_permanent()
+    assert module.hidden_widths() == [12, 12]
+    module.enable_pruning()
+    for linear in module.linears[:-1]:
+        assert (linear.parametrizations.weight[0].mask.sum(dim=1) > 0).all()
+    module.make_pruning_permanent()
+    assert module.hidden_widths() == [12, 12]
+    module.n_prune_neurons_percentage = 0.75  # what prune(X, y, 0.75) sets: 6 of the 24 left
+    module.enable_pruning()
+    module.make_pruning_permanent()
+    first, second = module.hidden_widths()
+    assert first == 6 and second <= 6  # a neuron left without inputs goes too
+
+
 @pytest.mark.parametrize("activation", [torch.nn.ReLU(), torch.nn.Tanh()])
 def test_training_gradient_of_a_rounded_activation(activation):
     """Forward: the activation of the rounded accumulator, exactly. Gradient in training:
