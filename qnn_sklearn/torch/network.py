@@ -108,8 +108,8 @@ def default_pruned_share(input_dim: int) -> float:
     layers more neurons than accuracy needs: at half, breast_cancer (30 features), digits (64)
     and MNIST-5k (784, ×1) kept their accuracy at half the bootstraps (seeds 0–2, within 2
     points of scikit-learn's MLP; ROBUSTNESS.md has the table). At 20 features (the clusters
-    task and make_regression) half cost 1–1.5 points of accuracy and 0.005 of R², to the
-    edge of those targets; at 4 (iris) one seed lost 5 points.
+    task and make_regression) half cost 1–2.5 points of accuracy and up to 0.008 of R², to
+    the edge of those targets; at 4 (iris) one seed lost 5 points.
     """
     return PRUNED_SHARE if input_dim > PRUNED_INPUT_FEATURES else 0.0
 
@@ -149,9 +149,10 @@ class SparseQuantNeuralNetwork(NeuronPruning, nn.Module):
     n_accum_bits : int
         Bits every accumulator must fit, sign included.
     n_prune_neurons_percentage : float or None
-        Fraction in [0, 1) of hidden neurons removed by structured pruning: while the masks
-        are refreshed, each hidden layer keeps its rows of largest L2 norm. None: half on more
-        than 24 features, else none (:func:`default_pruned_share` says why).
+        Fraction in [0, 1) of each hidden layer's neurons (of its width before any pruning)
+        removed by structured pruning: while the masks are refreshed, each hidden layer keeps
+        its rows of largest L2 norm. None: half on more than 24 features, else none
+        (:func:`default_pruned_share` says why).
     activation_function : type
         torch activation class, instantiated once per hidden layer. The estimators check in
         ``fit``, before training, that the integer model can import it (module_checks.py).
