@@ -41,10 +41,10 @@ def wide_values(precision: int) -> int:
     return max(16, 64 >> max(precision - 4, 0))
 
 
-ROUNDING_CASE = (4, 4)
+ROUNDING_CASE = (5, 3)
 """(kept bits, removed bits) of the rounded layer that prices one removed bit: an 8-bit
-accumulator (the default ``n_accum_bits``) rounded to 4 bits (what ``"auto"`` kept at 3-bit
-activations until it went to ``n_a_bits + 2``; one case is enough to price a removed bit)."""
+accumulator (the default ``n_accum_bits``) rounded to 5 bits, what ``"auto"`` keeps at the
+default 3-bit activations (``n_a_bits + 2``); (4, 4) was the older default's shape."""
 
 LAYER_FAN_IN = 8
 """Inputs of the dot product before the rounding in the table's rounded layer (as in
@@ -67,6 +67,13 @@ def _layer_weights(fan_in: int, n_values: int, acc_bits: int, lsbs: int) -> np.n
     return rng.multinomial(total, np.ones(fan_in) / fan_in, size=n_values).T
 
 
+def _following_weights(n_values: int, fan_in: int) -> np.ndarray:
+    """(n_values, n_values) 0/1 weights: output j sums the ``fan_in`` lookups j, j+1, ...
+    (cyclically), so it stays within the lookups' bits times ``fan_in``."""
+    rows = np.arange(n_values)[:, None]
+    return ((rows - np.arange(n_values)[None, :]) % n_values < fan_in).astype(np.int64)
+
+
 def time_lookups(
     precision: int,
     n_values: int,
@@ -80,7 +87,10 @@ def time_lookups(
 
     With ``fan_in``, each lookup (or its rounding) reads the accumulator of a leveled dot
     product of ``fan_in`` 3-bit inputs whose largest value fills ``precision +
-    lsbs_to_remove`` bits, as a neuron of our layers does. ``precision == 0`` times a circuit
+    lsbs_to_remove`` bits, as a neuron of our layers does, and the lookups feed the next
+    layer's dot product (each output the sum of ``fan_in`` of them, within the same bits), as
+    a hidden layer's do: the noise that product adds to the lookups' outputs is what makes
+    concrete choose the larger parameters that hidden layers pay. ``precision == 0`` times a circuit
     without any bootstrap (``x + 1``): the fixed cost of a call. ``round_trip`` times
     encryption, run and decryption (what one row costs its user) instead of the server's run
     alone. Returns the median and every run in seconds, compile and keygen times, the PBS
@@ -89,6 +99,7 @@ def time_lookups(
     """
     size, unit, acc_bits = 2**precision, 2**lsbs_to_remove, precision + lsbs_to_remove
     weight = _layer_weights(fan_in, n_values, acc_bits, lsbs_to_remove) if fan_in else None
+    following = _following_weights(n_values, fan_in) if fan_in else None
 
     def circuit_function(x):
         if precision == 0:
@@ -97,7 +108,8 @@ def time_lookups(
             x = fhe.hint(x @ weight, bit_width=acc_bits)
         if lsbs_to_remove:
             x = fhe.round_bit_pattern(x, lsbs_to_remove=lsbs_to_remove, overflow_protection=False)
-        return fhe.univariate(lambda v: (3 * (v // unit) + 1) % size)(x)
+        looked_up = fhe.univariate(lambda v: (3 * (v // unit) + 1) % size)(x)
+        return looked_up if following is None else looked_up @ following
 
     rng = np.random.default_rng(precision)
     if weight is not None:
@@ -158,8 +170,12 @@ def measure_machine_costs(
     circuit without lookups gives the fixed cost of a leveled-only circuit.
 
     A removed bit is priced on a layer: :data:`LAYER_FAN_IN` inputs, a dot product to an
-    accumulator of :data:`ROUNDING_CASE`'s bits, the rounding, the lookup; its slope per
-    neuron, less one bare lookup, over the removed bits. The rounding reads the dot product's
+    accumulator of :data:`ROUNDING_CASE`'s bits, the rounding, the lookup, and the next
+    layer's dot product on the lookups; its slope per neuron, less one bare lookup, over the
+    removed bits. Without that next product, and on the (4, 4) shape, a rounded neuron was
+    priced as if its lookup were the circuit's output: the candidates with bootstraps ran
+    1.24–1.50× their predictions at load 1–2 (search_latency.py at 8e66b2d; 1.05–1.15 at
+    load 6–8), and 0.95–1.12× once priced this way. The rounding reads the dot product's
     noise, which makes concrete choose larger parameters than for a bare value (measured here:
     a 6-to-4-bit rounding of bare values cost half as much per bit), while the lookup after it
     reads the rounding's fresh output, as a bare lookup does.
