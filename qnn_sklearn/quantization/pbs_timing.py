@@ -90,8 +90,8 @@ def time_lookups(
     lsbs_to_remove`` bits, as a neuron of our layers does, and the lookups feed the next
     layer's dot product (each output the sum of ``fan_in`` of them, within the same bits), as
     a hidden layer's do: the noise that product adds to the lookups' outputs is what makes
-    concrete choose the larger parameters that hidden layers pay. ``precision == 0`` times a circuit
-    without any bootstrap (``x + 1``): the fixed cost of a call. ``round_trip`` times
+    concrete choose the larger parameters that hidden layers pay. ``precision == 0`` times a
+    circuit without any bootstrap (``x + 1``): the fixed cost of a call. ``round_trip`` times
     encryption, run and decryption (what one row costs its user) instead of the server's run
     alone. Returns the median and every run in seconds, compile and keygen times, the PBS
     count, key sizes, and whether the decrypted result equals the function evaluated in the
@@ -175,7 +175,7 @@ def measure_machine_costs(
     removed bits. Without that next product, and on the (4, 4) shape, a rounded neuron was
     priced as if its lookup were the circuit's output: the candidates with bootstraps ran
     1.24–1.50× their predictions at load 1–2 (search_latency.py at 8e66b2d; 1.05–1.15 at
-    load 6–8), and 0.95–1.12× once priced this way. The rounding reads the dot product's
+    load 6–8), and 0.85–1.18× once priced this way (at 4cc569f). The rounding reads the dot product's
     noise, which makes concrete choose larger parameters than for a bare value (measured here:
     a 6-to-4-bit rounding of bare values cost half as much per bit), while the lookup after it
     reads the rounding's fresh output, as a bare lookup does.
