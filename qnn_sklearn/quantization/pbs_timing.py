@@ -175,10 +175,10 @@ def measure_machine_costs(
     removed bits. Without that next product, and on the (4, 4) shape, a rounded neuron was
     priced as if its lookup were the circuit's output: the candidates with bootstraps ran
     1.24–1.50× their predictions at load 1–2 (search_latency.py at 8e66b2d; 1.05–1.15 at
-    load 6–8), and 0.85–1.18× once priced this way (at 4cc569f). The rounding reads the dot product's
-    noise, which makes concrete choose larger parameters than for a bare value (measured here:
-    a 6-to-4-bit rounding of bare values cost half as much per bit), while the lookup after it
-    reads the rounding's fresh output, as a bare lookup does.
+    load 6–8), and 0.85–1.18× once priced this way (at 4cc569f). The rounding reads the dot
+    product's noise, which makes concrete choose larger parameters than for a bare value
+    (measured here: a 6-to-4-bit rounding of bare values cost half as much per bit), while the
+    lookup after it reads the rounding's fresh output, as a bare lookup does.
 
     1..7 bits by default: wider lookups are extrapolated (:meth:`MachineCosts.lookup_at`), as
     the 8-bit keys alone take minutes to make and use. A few minutes on 2 cores.
