@@ -275,6 +275,17 @@ class SparseQuantNeuralNetwork(NeuronPruning, nn.Module):
                 "raise n_accum_bits or lower n_w_bits / n_a_bits / n_input_bits."
             )
 
+    def train(self, mode: bool = True):
+        """Set every submodule's ``training`` flag, as ``nn.Module.train`` does, in one flat
+        walk: the recursion through the ~240 modules Brevitas builds for a 3-layer network,
+        each flag set through ``nn.Module.__setattr__``, cost 0.56 ms against 0.19 ms, and
+        skorch switches the mode three times per epoch (the best-state evaluation included)."""
+        if not isinstance(mode, bool):
+            raise ValueError("training mode is expected to be boolean")
+        for module in self.modules():
+            object.__setattr__(module, "training", mode)  # a plain attribute of every Module
+        return self
+
     def forward(self, x):
         if torch.jit.is_tracing():
             # the ONNX export traces the network, exactly: the integer model rounds by the plan

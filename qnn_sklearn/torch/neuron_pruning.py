@@ -29,8 +29,8 @@ class NeuronPruning:
     """Per-neuron masks that keep every accumulator within ``n_accum_bits``, and structured
     pruning of whole hidden neurons."""
 
-    def _budget_mask(self, linear, input_range, budget: int, candidates) -> torch.Tensor:
-        return budget_mask(linear, candidates, self._max_abs_weight(), input_range, budget)
+    def _budget_mask(self, scale, input_range, budget: int, candidates) -> torch.Tensor:
+        return budget_mask(scale, candidates, self._max_abs_weight(), input_range, budget)
 
     def _budgeted_layers(self):
         """Each linear layer with its input grid's range and its accumulator budget."""
@@ -64,7 +64,9 @@ class NeuronPruning:
         for index, (linear, input_range, budget) in enumerate(self._budgeted_layers()):
             keep_rows = self._neurons_to_keep(index, linear)
             raw = raw_weight(linear).detach()
-            mask = self._budget_mask(linear, input_range, budget, raw) * keep_rows[:, None]
+            with torch.no_grad():
+                scale = fake_quant.weight(linear).scale
+            mask = self._budget_mask(scale, input_range, budget, raw) * keep_rows[:, None]
             if keep_inputs is not None:
                 mask *= keep_inputs[None, :]
             keep_inputs = keep_rows
@@ -115,7 +117,7 @@ class NeuronPruning:
                 if not over.any():
                     break
                 active = linear.weight.detach()
-                trimmed = self._budget_mask(linear, input_range, budget, active)
+                trimmed = self._budget_mask(weight.scale, input_range, budget, active)
                 keep = torch.where(over[:, None], trimmed, torch.ones_like(trimmed))
                 if is_masked(linear):
                     linear.parametrizations.weight[0].mask.mul_(keep)

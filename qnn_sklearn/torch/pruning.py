@@ -44,13 +44,18 @@ class _StraightThroughMask(torch.autograd.Function):
 
 
 def budget_mask(
-    linear, candidates: torch.Tensor, max_abs_weight: int, input_range: tuple[int, int], budget: int
+    scale: torch.Tensor,
+    candidates: torch.Tensor,
+    max_abs_weight: int,
+    input_range: tuple[int, int],
+    budget: int,
 ) -> torch.Tensor:
     """Per row: keep the largest ``candidates`` while the accumulator stays within ``±budget``
     over inputs in ``input_range``.
 
-    ``candidates`` are float weights, their integers taken at the layer's current weight
-    scale and clipped to ``±max_abs_weight``. In order of magnitude, a candidate is kept while
+    ``candidates`` are float weights, their integers taken at ``scale`` (the layer's current
+    weight scale, which the caller has at hand: Brevitas' ``quant_weight()`` cost most of this
+    function) and clipped to ``±max_abs_weight``. In order of magnitude, a candidate is kept while
     each end of the range it moves (bounds.worst_case_ends, on the running sums) is within
     budget: on a non-negative input grid a positive weight moves only the maximum and a
     negative one only the minimum, so each sign fills its own end. Callers multiply the
@@ -58,7 +63,6 @@ def budget_mask(
     """
     lo, hi = input_range
     with torch.no_grad():
-        scale = linear.quant_weight().scale
         q = torch.clamp(torch.round(candidates / scale), -max_abs_weight, max_abs_weight)
         order = torch.argsort(candidates.abs(), dim=1, descending=True, stable=True)
         sorted_q = torch.gather(q, 1, order).to(torch.int64)

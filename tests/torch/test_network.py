@@ -251,6 +251,21 @@ def test_structured_pruning_is_a_share_of_the_unpruned_width():
     assert first == 6 and second <= 6  # a neuron left without inputs goes too
 
 
+def test_mode_switch_reaches_every_submodule():
+    """``train``/``eval`` set the flag of every module inside, Brevitas' and the masks' too,
+    as ``nn.Module.train`` does (the network sets them in one flat walk)."""
+    module = SparseQuantNeuralNetwork(6, 3, 2)
+    module.enable_pruning()
+    assert module.eval() is module
+    assert not any(submodule.training for submodule in module.modules())
+    module.train()
+    assert all(submodule.training for submodule in module.modules())
+    module.train(False)
+    assert not any(submodule.training for submodule in module.modules())
+    with pytest.raises(ValueError, match="boolean"):
+        module.train("yes")
+
+
 @pytest.mark.parametrize("activation", [torch.nn.ReLU(), torch.nn.Tanh()])
 def test_training_gradient_of_a_rounded_activation(activation):
     """Forward: the activation of the rounded accumulator, exactly. Gradient in training:
