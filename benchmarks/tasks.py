@@ -150,6 +150,8 @@ class Config:
             "module__n_input_bits": self.n_a_bits,
             # and without structured pruning, the default on wide inputs since issue 16
             "module__n_prune_neurons_percentage": 0.0,
+            # and with every weight at lr (the limit on wide layers' weights came later)
+            "limit_weight_lr": False,
             **self.extra,
         }
 

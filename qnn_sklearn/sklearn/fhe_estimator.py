@@ -31,6 +31,7 @@ from .row_weights import (
 from .saving import dump
 from .training_length import training_epochs
 from .training_threads import training_threads
+from .weight_lr import limited_weight_groups
 
 MODULE_DEFAULTS = {"n_layers": 3}
 """Module arguments with a default here; ``input_dim`` and ``n_outputs`` come from the data."""
@@ -97,6 +98,21 @@ class FHEEstimatorMixin:
                 params.setdefault(name, getattr(self, fitted, None))
             params.setdefault("rounding_threshold_bits", self.rounding_threshold_bits)
         return params
+
+    def get_params_for_optimizer(self, prefix, named_parameters):
+        """skorch's, with each weight of a SparseQuantNeuralNetwork at no more than its layer's
+        learning-rate limit while ``limit_weight_lr`` is True (network.WEIGHT_LR_LIMIT says
+        why). The optimizer is built again whenever training begins, so the limits hold for
+        every fit, whatever ``lr`` has been set to since."""
+        if not isinstance(self.limit_weight_lr, bool):
+            raise ValueError(
+                f"limit_weight_lr must be True or False, got {self.limit_weight_lr!r}."
+            )
+        args, kwargs = super().get_params_for_optimizer(prefix, named_parameters)
+        if self.limit_weight_lr and isinstance(self.module_, SparseQuantNeuralNetwork):
+            limits = self.module_.weight_lr_limits()
+            args = (limited_weight_groups(args[0], kwargs["lr"], limits), *args[1:])
+        return args, kwargs
 
     def _set_training(self, training=True):
         """skorch's, skipped for a module already in that mode: skorch sets the mode before

@@ -71,12 +71,24 @@ class NeuralNetClassifier(FHEEstimatorMixin, skorch.NeuralNetClassifier):
         each lookup runs at that precision at most; ``"auto"`` (the default) keeps
         ``n_a_bits + 2``. None keeps the exact accumulators (the seed's behaviour). Invalid
         values raise ValueError in ``fit``.
+    limit_weight_lr : bool
+        Train each layer's weights at no more than ``1/(32·√fan_in)`` when ``lr`` is higher
+        (the default; quantizer scales and biases keep ``lr``): wider layers have smaller
+        weights, and a step of ``lr`` flips more of their few-bit integers. It binds no layer
+        of up to 976 inputs at the default lr; at lr 1e-2 it is what keeps MNIST-5k near
+        scikit-learn's MLP (``network.WEIGHT_LR_LIMIT`` has the measurements). False trains
+        every parameter at ``lr``.
     **kwargs
         Any skorch ``NeuralNetClassifier`` argument.
     """
 
     def __init__(
-        self, random_state=None, rounding_threshold_bits="auto", class_weight=None, **kwargs
+        self,
+        random_state=None,
+        rounding_threshold_bits="auto",
+        class_weight=None,
+        limit_weight_lr=True,
+        **kwargs,
     ):
         kwargs = estimator_defaults(torch.nn.CrossEntropyLoss, kwargs)
         super().__init__(**kwargs)
@@ -84,6 +96,7 @@ class NeuralNetClassifier(FHEEstimatorMixin, skorch.NeuralNetClassifier):
         self.random_state = random_state
         self.rounding_threshold_bits = rounding_threshold_bits
         self.class_weight = class_weight
+        self.limit_weight_lr = limit_weight_lr
 
     @property
     def classes_(self):
@@ -146,12 +159,15 @@ class NeuralNetRegressor(FHEEstimatorMixin, skorch.NeuralNetRegressor):
     See :class:`NeuralNetClassifier` for the parameters.
     """
 
-    def __init__(self, random_state=None, rounding_threshold_bits="auto", **kwargs):
+    def __init__(
+        self, random_state=None, rounding_threshold_bits="auto", limit_weight_lr=True, **kwargs
+    ):
         kwargs = estimator_defaults(torch.nn.MSELoss, kwargs)
         super().__init__(**kwargs)
         self._replace_torch_compile()
         self.random_state = random_state
         self.rounding_threshold_bits = rounding_threshold_bits
+        self.limit_weight_lr = limit_weight_lr
 
     def _encode_target(self, y, n_samples, new_targets: bool, classes=None):
         """float32 targets, one column per network output; a partial_fit keeps the columns."""
