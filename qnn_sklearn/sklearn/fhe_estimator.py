@@ -102,8 +102,9 @@ class FHEEstimatorMixin:
     def get_params_for_optimizer(self, prefix, named_parameters):
         """skorch's, with each weight of a SparseQuantNeuralNetwork at no more than its layer's
         learning-rate limit while ``limit_weight_lr`` is True (network.WEIGHT_LR_LIMIT says
-        why). The optimizer is built again whenever training begins, so the limits hold for
-        every fit, whatever ``lr`` has been set to since."""
+        why). skorch's ``set_params(lr=...)`` on a fitted estimator sets every group to that
+        ``lr``; the limits come back when the optimizer is built again: by ``fit``, and as
+        each ``partial_fit`` begins (the default callback ``pruning_masks`` rebuilds it)."""
         if not isinstance(self.limit_weight_lr, bool):
             raise ValueError(
                 f"limit_weight_lr must be True or False, got {self.limit_weight_lr!r}."

@@ -94,3 +94,19 @@ def test_an_invalid_limit_weight_lr_raises_before_training():
     X, y = make_classification(60, n_features=4, random_state=0)
     with pytest.raises(ValueError, match="limit_weight_lr must be True or False"):
         NeuralNetClassifier(limit_weight_lr="yes", max_epochs=1).fit(X.astype(np.float32), y)
+
+
+def test_the_limits_come_back_when_partial_fit_begins():
+    """skorch's ``set_params(lr=...)`` sets every group of a fitted estimator to that lr; the
+    next ``partial_fit`` builds the optimizer again, with the limits (of the widths before
+    pruning: the pruned network keeps them)."""
+    X, y = make_classification(200, n_features=100, random_state=0)
+    X = X.astype(np.float32)
+    model = NeuralNetClassifier(
+        lr=1e-2, max_epochs=1, random_state=0, callbacks__annealed_learning_rate=None
+    ).fit(X, y)
+    model.set_params(lr=0.05)
+    assert {group["lr"] for group in model.optimizer_.param_groups} == {0.05}
+    model.partial_fit(X, y)
+    lrs = {group["lr"] for group in model.optimizer_.param_groups}
+    assert lrs == {WEIGHT_LR_LIMIT / math.sqrt(100), WEIGHT_LR_LIMIT / math.sqrt(400), 0.05}
