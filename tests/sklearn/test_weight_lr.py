@@ -7,9 +7,11 @@ import math
 import numpy as np
 import pytest
 from sklearn.datasets import make_classification
+from skorch.callbacks import Callback
 
 from qnn_sklearn import NeuralNetClassifier, NeuralNetRegressor
 from qnn_sklearn.torch.network import WEIGHT_LR_LIMIT
+from qnn_sklearn.torch.pruning import raw_weight
 
 
 def _lr_of_each_parameter(optimizer) -> dict[int, float]:
@@ -35,7 +37,7 @@ def test_wide_layers_weights_train_at_their_limit(estimator):
     lrs = _lr_of_each_parameter(model.optimizer_)
     assert set(lrs) == {id(parameter) for parameter in model.module_.parameters()}
     weights = {id(linear.weight): linear.in_features for linear in model.module_.linears}
-    assert [fan_in for fan_in in weights.values()] == [100, 400, 400]
+    assert list(weights.values()) == [100, 400, 400]
     for parameter_id, lr in lrs.items():
         fan_in = weights.get(parameter_id)
         assert lr == (1e-2 if fan_in is None else WEIGHT_LR_LIMIT / math.sqrt(fan_in))
@@ -79,15 +81,28 @@ def test_a_users_parameter_groups_keep_their_settings():
     assert groups[id(module.linears[2].bias)]["lr"] == 0.5
 
 
+class _WeightLearningRates(Callback):
+    """As each epoch begins: the lr of each layer's trained weight (the mask's original)."""
+
+    def on_epoch_begin(self, net, **kwargs):
+        lr_of = _lr_of_each_parameter(net.optimizer_)
+        self.lrs = [lr_of[id(raw_weight(linear))] for linear in net.module_.linears]
+
+
 def test_the_limits_hold_in_training_under_the_masks():
-    """The optimizer is built again when the masks go on (the weights are then the masks'
-    originals): the limits are those of that optimizer."""
+    """The optimizer is built again when the masks go on, and the weights it limits are the
+    ones that train: the masks' originals."""
     X, y = make_classification(200, n_features=100, random_state=0)
+    record = _WeightLearningRates()
     model = NeuralNetClassifier(
-        lr=1e-2, max_epochs=1, random_state=0, callbacks__annealed_learning_rate=None
+        lr=1e-2,
+        max_epochs=1,
+        random_state=0,
+        callbacks=[("record", record)],
+        callbacks__annealed_learning_rate=None,
     ).fit(X.astype(np.float32), y)
-    lrs = sorted({group["lr"] for group in model.optimizer_.param_groups})
-    assert lrs == sorted({WEIGHT_LR_LIMIT / math.sqrt(100), WEIGHT_LR_LIMIT / math.sqrt(400), 1e-2})
+    assert record.lrs == [WEIGHT_LR_LIMIT / math.sqrt(fan_in) for fan_in in (100, 400, 400)]
+    assert model.optimizer_.param_groups[0]["lr"] == 1e-2  # biases and scales
 
 
 def test_an_invalid_limit_weight_lr_raises_before_training():
