@@ -31,7 +31,7 @@ from .row_weights import (
 from .saving import dump
 from .training_length import training_epochs
 from .training_threads import training_threads
-from .weight_lr import limited_weight_groups
+from .weight_lr import limited_weight_groups, limits_apply
 
 MODULE_DEFAULTS = {"n_layers": 3}
 """Module arguments with a default here; ``input_dim`` and ``n_outputs`` come from the data."""
@@ -101,16 +101,20 @@ class FHEEstimatorMixin:
 
     def get_params_for_optimizer(self, prefix, named_parameters):
         """skorch's, with each weight of a SparseQuantNeuralNetwork at no more than its layer's
-        learning-rate limit while ``limit_weight_lr`` is True (network.WEIGHT_LR_LIMIT says
-        why). skorch's ``set_params(lr=...)`` on a fitted estimator sets every group to that
-        ``lr``; the limits come back when the optimizer is built again: by ``fit``, and as
-        each ``partial_fit`` begins (the default callback ``pruning_masks`` rebuilds it)."""
+        learning-rate limit while ``limit_weight_lr`` is True and the optimizer is Adam or a
+        variant (network.WEIGHT_LR_LIMIT and weight_lr.STEP_SIZED_OPTIMIZERS say why).
+
+        skorch's ``set_params(lr=...)`` on a fitted estimator sets every group to that ``lr``;
+        the limits come back when the optimizer is built again: by ``fit``, and as each
+        ``partial_fit`` begins (the default callback ``pruning_masks`` rebuilds it).
+        """
         if not isinstance(self.limit_weight_lr, bool):
             raise ValueError(
                 f"limit_weight_lr must be True or False, got {self.limit_weight_lr!r}."
             )
         args, kwargs = super().get_params_for_optimizer(prefix, named_parameters)
-        if self.limit_weight_lr and isinstance(self.module_, SparseQuantNeuralNetwork):
+        limited = self.limit_weight_lr and limits_apply(self.optimizer)
+        if limited and isinstance(self.module_, SparseQuantNeuralNetwork):
             limits = self.module_.weight_lr_limits()
             args = (limited_weight_groups(args[0], kwargs["lr"], limits), *args[1:])
         return args, kwargs

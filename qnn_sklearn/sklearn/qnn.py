@@ -72,12 +72,14 @@ class NeuralNetClassifier(FHEEstimatorMixin, skorch.NeuralNetClassifier):
         ``n_a_bits + 2``. None keeps the exact accumulators (the seed's behaviour). Invalid
         values raise ValueError in ``fit``.
     limit_weight_lr : bool
-        Train each layer's weights at no more than ``1/(32·√fan_in)`` when ``lr`` is higher
-        (the default; quantizer scales and biases keep ``lr``): wider layers have smaller
-        weights, and a step of ``lr`` flips more of their few-bit integers. It binds no layer
-        of up to 976 inputs at the default lr; at lr 1e-2 it is what keeps MNIST-5k near
-        scikit-learn's MLP (``network.WEIGHT_LR_LIMIT`` has the measurements). False trains
-        every parameter at ``lr``.
+        With Adam or a variant (the default optimizer; AdamW, Adamax, NAdam, RAdam), train each
+        layer's weights at no more than ``1/(32·√fan_in)`` when ``lr`` is higher (the default;
+        quantizer scales and biases keep ``lr``): Adam moves a weight by about ``lr`` per step,
+        and a wider layer's weights are smaller, so a step flips more of their few-bit
+        integers. It binds no layer of up to 976 inputs at the default lr; at lr 1e-2 it is
+        what keeps MNIST-5k near scikit-learn's MLP (``network.WEIGHT_LR_LIMIT`` has the
+        measurements). Other optimizers (SGD: a step of ``lr`` times the gradient) and False
+        train every parameter at ``lr``.
     **kwargs
         Any skorch ``NeuralNetClassifier`` argument.
     """

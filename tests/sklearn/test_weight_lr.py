@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from sklearn.datasets import make_classification
 from skorch.callbacks import Callback
 
@@ -52,9 +53,18 @@ def test_the_default_lr_binds_no_layer_up_to_976_inputs():
     assert min(_lr_of_each_parameter(wide.optimizer_).values()) < 1e-3
 
 
-def test_limit_weight_lr_false_trains_every_parameter_at_lr():
-    model = _initialized(100, 1e-2, limit_weight_lr=False)
+@pytest.mark.parametrize(
+    "params", [{"limit_weight_lr": False}, {"optimizer": torch.optim.SGD}], ids=["off", "SGD"]
+)
+def test_off_or_under_sgd_every_parameter_trains_at_lr(params):
+    """SGD moves a weight by lr times its gradient, not by about lr: no limit applies."""
+    model = _initialized(100, 1e-2, **params)
     assert set(_lr_of_each_parameter(model.optimizer_).values()) == {1e-2}
+
+
+def test_adamw_is_limited_as_adam_is():
+    model = _initialized(100, 1e-2, optimizer=torch.optim.AdamW)
+    assert min(_lr_of_each_parameter(model.optimizer_).values()) == WEIGHT_LR_LIMIT / 20
 
 
 def test_a_users_parameter_groups_keep_their_settings():
