@@ -72,7 +72,8 @@ PRUNED_SHARE = 0.5
 
 WEIGHT_LR_LIMIT = 1 / 32
 """A linear layer's weights train at a learning rate of at most ``WEIGHT_LR_LIMIT / √fan_in``
-(:meth:`SparseQuantNeuralNetwork.weight_lr_limits`), its fan-in taken before pruning.
+(:meth:`SparseQuantNeuralNetwork.weight_lr_limits`), its fan-in taken before pruning, when the
+optimizer is Adam or a variant (the estimators' ``limit_weight_lr``; sklearn/weight_lr.py).
 
 Why: Adam moves every weight by about ``lr`` per step, whatever its gradient, while torch
 initializes a layer's weights within ``±1/√fan_in``, and a 3-bit grid has four steps on each
