@@ -122,7 +122,8 @@ class FHEEstimatorMixin:
     def _set_training(self, training=True):
         """skorch's, skipped for a module already in that mode: skorch sets the mode before
         every step, and ``train()`` walks each of the Brevitas network's hundreds of
-        submodules (2 ms a call, 12% of a breast_cancer fit)."""
+        submodules (0.19 ms a call in the network's flat walk; 2 ms, 12% of a breast_cancer
+        fit, through ``nn.Module.train`` before it had one)."""
         for name in self._modules + self._criteria:
             module = getattr(self, name + "_")
             if isinstance(module, torch.nn.Module) and module.training != training:
