@@ -84,7 +84,8 @@ seeds 0–2), MNIST-5k went from 0.894 / 0.867 / 0.890 to 0.923 / 0.924 / 0.928 
 float MLP, seeds 0 and 1: 0.934–0.941 at lr 1e-3 to 1e-2): unlimited, its evaluation loss
 rose to 2.0–2.4 while the masks were refreshed. The checkerboard sweep reached 0.92 on 36 of
 its 36 points (34 before: seed 1 at lr 1e-2 and batch 64 went from 0.916 to 0.948); its seeds
-3–5 at lr 1e-2 missed 0.92 3 times of 12 with the limit as without. README.md, the training section, has the rest.
+3–5 at lr 1e-2 missed 0.92 3 times of 12 with the limit as without. README.md, the training
+section, has the rest.
 """
 
 _NON_NEGATIVE_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.Sigmoid, nn.Softplus, nn.Hardsigmoid)
