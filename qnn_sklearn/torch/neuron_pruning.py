@@ -46,7 +46,7 @@ class NeuronPruning:
         """
         rows = linear.out_features
         keep = torch.ones(rows, dtype=torch.bool)
-        if index == len(self.linears) - 1 or self.n_prune_neurons_percentage == 0:
+        if self.n_prune_neurons_percentage == 0:
             return keep
         unpruned = self.unpruned_widths[index + 1]
         n_keep = max(unpruned - int(round(self.n_prune_neurons_percentage * unpruned)), 1)
@@ -55,25 +55,39 @@ class NeuronPruning:
         return keep
 
     def enable_pruning(self) -> None:
-        """Mask every QuantLinear per neuron (and drop neurons if structured pruning is on).
+        """Mask every QuantLinear per neuron, once structured pruning (if on) has removed the
+        hidden neurons it drops.
 
-        A neuron that structured pruning drops loses its inputs and its outputs alike: the
-        next layer then trains without it, and its removal at the end changes nothing.
+        A dropped neuron goes at once, with its column of the next layer: masked instead,
+        it took no part in the network's function but still in every training step's cost.
+        Half of a 50-200-200-2 network's neurons masked out, a step cost 5.6 ms against 3.9
+        ms for the network of the kept widths (issue 15), and Adam's square root of a
+        gradient statistic that stays exactly 0 took 20 times as long as of one that does not
+        (torch 2.13 on this AVX-512 CPU).
         """
-        keep_inputs = None
-        for index, (linear, input_range, budget) in enumerate(self._budgeted_layers()):
-            keep_rows = self._neurons_to_keep(index, linear)
+        self._remove_dropped_neurons()
+        for linear, input_range, budget in self._budgeted_layers():
             raw = raw_weight(linear).detach()
             with torch.no_grad():
                 scale = fake_quant.weight(linear).scale
-            mask = self._budget_mask(scale, input_range, budget, raw) * keep_rows[:, None]
-            if keep_inputs is not None:
-                mask *= keep_inputs[None, :]
-            keep_inputs = keep_rows
+            mask = self._budget_mask(scale, input_range, budget, raw)
             if is_masked(linear):
                 linear.parametrizations.weight[0].mask.copy_(mask)
             else:
                 parametrize.register_parametrization(linear, "weight", WeightMask(mask))
+
+    def _remove_dropped_neurons(self) -> None:
+        """Slice out the hidden neurons :meth:`_neurons_to_keep` drops, each layer's choice
+        made on its weights as they are (before the previous layer loses columns)."""
+        keeps = [
+            self._neurons_to_keep(index, linear)
+            for index, linear in enumerate(self.linears[:-1])
+        ]
+        for index, keep in enumerate(keeps):
+            if keep.all():
+                continue
+            self.linears[index] = sliced_linear(self.linears[index], rows=keep)
+            self.linears[index + 1] = sliced_linear(self.linears[index + 1], columns=keep)
 
     def refresh_pruning(self) -> None:
         """Recompute the masks from the current weights (they move while training)."""

@@ -118,13 +118,17 @@ def raw_weight(linear) -> torch.Tensor:
 
 
 def sliced_linear(linear, rows=None, columns=None):
-    """A copy of ``linear`` keeping only the given output rows / input columns."""
-    weight = linear.weight.detach()
+    """A copy of ``linear`` keeping only the given output rows / input columns (of its mask
+    too, if it has one: the copy trains on as the layer did)."""
+    weight = raw_weight(linear).detach()
     bias = linear.bias.detach()
+    mask = linear.parametrizations.weight[0].mask if is_masked(linear) else None
     if rows is not None:
         weight, bias = weight[rows], bias[rows]
+        mask = None if mask is None else mask[rows]
     if columns is not None:
         weight = weight[:, columns]
+        mask = None if mask is None else mask[:, columns]
     new = qnn.QuantLinear(
         weight.shape[1],
         weight.shape[0],
@@ -135,4 +139,6 @@ def sliced_linear(linear, rows=None, columns=None):
     with torch.no_grad():
         new.weight.copy_(weight)
         new.bias.copy_(bias)
-    return new
+    if mask is not None:
+        parametrize.register_parametrization(new, "weight", WeightMask(mask.clone()))
+    return new.train(linear.training)

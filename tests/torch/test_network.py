@@ -219,16 +219,20 @@ def test_removing_dead_neurons_keeps_the_function():
     assert int((kept_biases == 2.0).sum()) == 2 and not (kept_biases == -2.0).any()
 
 
-def test_structured_pruning_masks_the_dropped_neurons_outputs():
-    """A neuron that structured pruning drops has no inputs and no output weights either."""
+def test_structured_pruning_removes_the_dropped_neurons():
+    """A neuron that structured pruning drops goes with its inputs and its outputs when the
+    masks go on; each layer keeps its rows of largest norm, chosen before any slicing."""
     torch.manual_seed(0)
     module = SparseQuantNeuralNetwork(6, 3, 2, n_prune_neurons_percentage=0.5)
+    before = [linear.weight.detach().clone() for linear in module.linears]
     module.enable_pruning()
-    masks = [linear.parametrizations.weight[0].mask for linear in module.linears]
-    for mask, following in zip(masks[:-1], masks[1:]):
-        dropped = mask.sum(dim=1) == 0
-        assert int(dropped.sum()) == 12
-        assert not following[:, dropped].any()
+    assert module.hidden_widths() == [12, 12]
+    kept = [torch.sort(torch.argsort(w.norm(dim=1))[12:]).values for w in before[:-1]]
+    expected = [before[0][kept[0]], before[1][kept[1]][:, kept[0]], before[2][:, kept[1]]]
+    for linear, weight in zip(module.linears, expected):
+        assert torch.equal(linear.parametrizations.weight.original, weight)
+    module.enable_pruning()  # a refresh drops nothing more
+    assert module.hidden_widths() == [12, 12]
 
 
 def test_structured_pruning_is_a_share_of_the_unpruned_width():
@@ -409,11 +413,8 @@ def test_default_pruned_share_follows_the_input_width(input_dim, given, expected
     module = SparseQuantNeuralNetwork(input_dim, 3, 2, n_prune_neurons_percentage=given)
     assert module.n_prune_neurons_percentage == expected
     module.enable_pruning()
-    # the first hidden layer's kept neurons keep inputs (each its largest first), its dropped
-    # ones none (a later layer's kept neuron may lose all its inputs to dropped neurons)
-    mask = module.linears[0].parametrizations.weight[0].mask
-    dropped = int((mask.sum(dim=1) == 0).sum())
-    assert dropped == round(expected * mask.shape[0])
+    unpruned = module.unpruned_widths[1]
+    assert module.hidden_widths() == [unpruned - round(expected * unpruned)] * 2
 
 
 def test_input_grid_bits_apart_from_the_activations():
