@@ -25,8 +25,9 @@ import numpy as np
 import torch
 from sklearn.base import is_classifier
 from skorch.callbacks import Callback, LRScheduler
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import Subset
 
+from .batch_loader import BatchIndexedLoader
 from .row_weights import WEIGHTS
 
 EVALUATION_ROWS = 2048
@@ -209,7 +210,7 @@ def _evaluation_batch(dataset):
     class keeps every class in the sample), collated into one batch."""
     if len(dataset) > EVALUATION_ROWS:
         dataset = Subset(dataset, np.linspace(0, len(dataset) - 1, EVALUATION_ROWS).astype(int))
-    return next(iter(DataLoader(dataset, batch_size=len(dataset))))
+    return next(iter(BatchIndexedLoader(dataset, batch_size=len(dataset))))
 
 
 def _evaluation_rank(net, batch) -> tuple[float, ...]:

@@ -11,14 +11,15 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from ..postprocessing import softmax
 from ..torch.network import SparseQuantNeuralNetwork
+from .batch_loader import BatchIndexedLoader
 from .fhe_estimator import FHEEstimatorMixin
 from .row_weights import class_row_weights
 from .training_length import AUTO_EPOCHS
 
 
 def estimator_defaults(criterion, kwargs: dict) -> dict:
-    """skorch arguments of both estimators (quiet, shuffled, no hold-out split), then the
-    user's ``kwargs`` on top."""
+    """skorch arguments of both estimators (quiet, shuffled, no hold-out split, batches
+    indexed at once), then the user's ``kwargs`` on top."""
     defaults = {
         "criterion": criterion,
         "module": SparseQuantNeuralNetwork,
@@ -28,7 +29,9 @@ def estimator_defaults(criterion, kwargs: dict) -> dict:
         "batch_size": 64,
         "train_split": None,
         "verbose": 0,
+        "iterator_train": BatchIndexedLoader,
         "iterator_train__shuffle": True,
+        "iterator_valid": BatchIndexedLoader,
         "torch_load_kwargs": {"weights_only": True},
     }
     return {**defaults, **kwargs}

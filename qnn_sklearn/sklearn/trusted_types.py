@@ -33,6 +33,7 @@ from torch.nn.modules import activation, loss
 
 from ..torch.network import SparseQuantNeuralNetwork
 from . import callbacks
+from .batch_loader import BatchIndexedLoader
 from .import_paths import import_object, import_path
 from .qnn import NeuralNetClassifier, NeuralNetRegressor
 
@@ -95,7 +96,7 @@ def builtin_allow_list() -> dict[str, dict[str, type]]:
         ACTIVATION: _public_subclasses(activation, torch.nn.Module),
         CALLBACK: [getattr(skorch.callbacks, name) for name in SKORCH_CALLBACKS]
         + _public_subclasses(callbacks, skorch.callbacks.Callback),
-        ITERATOR: [torch.utils.data.DataLoader],
+        ITERATOR: [torch.utils.data.DataLoader, BatchIndexedLoader],
         DATASET: [skorch.dataset.Dataset],
     }
     allow_list = {
