@@ -80,13 +80,19 @@ def check_rounding_threshold_bits(value):
 
 
 def round_accumulator(acc, lsbs: int):
-    """``acc`` rounded half up to a multiple of ``2**lsbs`` (integer arrays or tensors).
+    """``acc`` rounded half up to a multiple of ``2**lsbs`` (integer arrays or tensors, or a
+    float tensor of integers, as the training forward holds its accumulators).
 
-    Shifts, not ``//``: an arithmetic right shift floors as ``//`` does, in a third of the time
-    on a torch tensor (the training forward rounds every hidden accumulator of every batch).
+    Integers are shifted, not divided with ``//``: an arithmetic right shift floors as ``//``
+    does, in a third of the time on a torch tensor. Float integers are scaled by powers of 2
+    and floored, exactly (below 2**24 in float32): converting a batch's accumulators to int64
+    and back cost more than the rounding (the training forward rounds every hidden
+    accumulator of every batch).
     """
     if not lsbs:
         return acc
+    if getattr(acc.dtype, "is_floating_point", False):  # a torch float tensor
+        return (acc * 2.0**-lsbs + 0.5).floor_() * 2.0**lsbs
     return ((acc + (1 << (lsbs - 1))) >> lsbs) << lsbs
 
 
@@ -111,8 +117,14 @@ def lsbs_for_threshold(lo, hi, threshold: int) -> int:
     Rounding half up can carry into a new top bit (``2**b − 1`` rounds to ``2**b``), so the
     fewest bits are not always ``bits − threshold``; they are searched. ``threshold`` is
     checked (:func:`check_rounding_threshold_bits`).
+
+    The search starts ``bits_for(span) − threshold − 1`` bits in (the training forward makes
+    a plan at every step), below which no count can do: with ``span ≥ 2^(b−1)``, rounding
+    away ``l ≤ b − threshold − 2`` bits moves an end by at most ``2^(l−1)`` and leaves
+    ``⌊(span − 2^(l−1)) / 2^l⌋ ≥ 2^(threshold+1) − 1`` levels, more than ``threshold`` bits.
     """
-    lsbs = 0
+    span = int(np.max(np.asarray(hi, dtype=np.int64) - np.asarray(lo, dtype=np.int64)))
+    lsbs = max(bits_for(span) - threshold - 1, 0)
     while lookup_precision(lo, hi, lsbs) > threshold:
         lsbs += 1
     return lsbs

@@ -19,6 +19,7 @@ from ..torch import build_brevitas_qat_model
 from ..torch.network import SparseQuantNeuralNetwork
 from .callbacks import training_callbacks
 from .dense_rows import dense_rows
+from .fused_optimizer import fused_by_default
 from .module_checks import check_activation_imports, check_module_params
 from .row_weights import (
     INPUTS,
@@ -102,7 +103,9 @@ class FHEEstimatorMixin:
     def get_params_for_optimizer(self, prefix, named_parameters):
         """skorch's, with each weight of a SparseQuantNeuralNetwork at no more than its layer's
         learning-rate limit while ``limit_weight_lr`` is True and the optimizer is Adam or a
-        variant (network.WEIGHT_LR_LIMIT and weight_lr.STEP_SIZED_OPTIMIZERS say why).
+        variant (network.WEIGHT_LR_LIMIT and weight_lr.STEP_SIZED_OPTIMIZERS say why), and
+        the optimizer's fused kernel unless the user chose an implementation
+        (fused_optimizer.py).
 
         skorch's ``set_params(lr=...)`` on a fitted estimator sets every group to that ``lr``;
         the limits come back when the optimizer is built again: by ``fit``, and as each
@@ -113,6 +116,7 @@ class FHEEstimatorMixin:
                 f"limit_weight_lr must be True or False, got {self.limit_weight_lr!r}."
             )
         args, kwargs = super().get_params_for_optimizer(prefix, named_parameters)
+        kwargs = fused_by_default(self.optimizer, kwargs)
         limited = self.limit_weight_lr and limits_apply(self.optimizer)
         if limited and isinstance(self.module_, SparseQuantNeuralNetwork):
             limits = self.module_.weight_lr_limits()

@@ -321,17 +321,17 @@ class SparseQuantNeuralNetwork(NeuronPruning, nn.Module):
         # for speed); each layer's weights are quantized once per forward, for the budget, the
         # rounding plan and the layer itself.
         x = fake_quant.activation(self.input_quant, x)
-        weights = self.quantized_weights()
+        weights, ends = zip(*self.quantized_weights())
         if self.rounding_threshold_bits is None:
             lsbs = (0,) * len(self.act_quants)
         else:
-            lsbs = self._plan([weight.integers for weight in weights[:-1]]).lsbs
+            lsbs = self._plan(ends[:-1]).lsbs
         for linear, weight, layer_lsbs, activation, act_quant in zip(
             self.linears, weights, lsbs, self.activations, self.act_quants
         ):
             y = self._product(linear, weight, x)
-            rounded = self._round(y, linear, weight, x, layer_lsbs)
-            x = fake_quant.activation(act_quant, self._activate(activation, y, rounded))
+            shift = self._rounding_shift(y, linear, weight, x, layer_lsbs)
+            x = fake_quant.activation(act_quant, self._activate(activation, y, shift))
         return self._product(self.linears[-1], weights[-1], x)
 
     # -- rounding ------------------------------------------------------------------------------
@@ -343,23 +343,24 @@ class SparseQuantNeuralNetwork(NeuronPruning, nn.Module):
         return F.linear(x.value, weight.value, linear.bias)
 
     @staticmethod
-    def _round(y, linear, weight: FakeQuantized, x: FakeQuantized, lsbs: int) -> torch.Tensor:
-        """The product ``y`` with its integer accumulator rounded away ``lsbs`` bits, as the
-        integer model rounds it. The accumulator is ``(y − bias) / (s_x · s_w)``. The rounding
-        is straight-through: the gradient is the unrounded layer's, so the weights learn to
-        place their accumulators where the coarse lookup sends them the right way.
+    def _rounding_shift(y, linear, weight: FakeQuantized, x: FakeQuantized, lsbs: int):
+        """What rounding the product ``y``'s integer accumulator away ``lsbs`` bits adds to it,
+        as the integer model rounds it (None for 0 bits). The accumulator is ``(y − bias) /
+        (s_x · s_w)``. The shift is a constant to the gradient: the rounding is
+        straight-through, so the weights learn to place their accumulators where the coarse
+        lookup sends them the right way.
         """
         if not lsbs:
-            return y
+            return None
         with torch.no_grad():
             unit = x.scale * weight.scale
-            accumulator = torch.round((y - linear.bias) / unit).to(torch.int64)
-            shift = (round_accumulator(accumulator, lsbs) - accumulator) * unit
-        return y + shift
+            accumulator = torch.round((y - linear.bias) / unit)
+            return (round_accumulator(accumulator, lsbs) - accumulator) * unit
 
-    def _activate(self, activation, y: torch.Tensor, rounded: torch.Tensor) -> torch.Tensor:
-        """``activation(rounded)``; in training, with the gradient the activation has at the
-        unrounded product ``y``, and a ReLU's zero side passing ``RELU_GRADIENT_SLOPE`` of it.
+    def _activate(self, activation, y: torch.Tensor, shift: torch.Tensor | None) -> torch.Tensor:
+        """``activation`` of the rounded product ``y + shift``; in training, with the gradient
+        the activation has at the unrounded product ``y``, and a ReLU's zero side passing
+        ``RELU_GRADIENT_SLOPE`` of it.
 
         Why (measured on the checkerboard, issue 15): the rounding widens ReLU's zero region
         by up to half a rounding step, and a neuron whose rounded accumulators are ≤ 0 on
@@ -369,14 +370,12 @@ class SparseQuantNeuralNetwork(NeuronPruning, nn.Module):
         alone to 0.76; together, 0.944.
         """
         if not self.training:
-            return activation(rounded)
-        if isinstance(activation, nn.ReLU):
-            surrogate = F.leaky_relu(y, RELU_GRADIENT_SLOPE)
-        else:
-            surrogate = activation(y)
+            return activation(y if shift is None else y + shift)
         with torch.no_grad():
-            value = activation(rounded)
-        return _ForwardOf.apply(surrogate, value)
+            value = activation(y if shift is None else y + shift)
+        if isinstance(activation, nn.ReLU):
+            return _ReluForwardOf.apply(y, value)
+        return _ForwardOf.apply(activation(y), value)
 
     def rounding_plan(self) -> RoundingPlan | None:
         """Bits each hidden layer rounds away, for training and the integer model alike;
@@ -388,21 +387,23 @@ class SparseQuantNeuralNetwork(NeuronPruning, nn.Module):
         """
         if self.rounding_threshold_bits is None:
             return None
-        return self._plan([self._integer_weight(linear) for linear in self.linears[:-1]])
+        return self._plan(
+            [
+                accumulator_ends(self._integer_weight(linear), input_range)
+                for linear, input_range in zip(self.linears[:-1], self._input_ranges())
+            ]
+        )
 
-    def _plan(self, integer_weights: list[torch.Tensor]) -> RoundingPlan:
-        """The plan of these integer weights (one tensor per hidden layer).
-
-        Each neuron's range is bounds.accumulator_range over the box of its input grid, taken
-        from the weights' sums per sign (pruning.accumulator_ends, as the budget check does):
-        cheaper than a product per input, and made at every training step.
-        """
-        lsbs = []
-        for weight, input_range in zip(integer_weights, self._input_ranges()):
-            max_end, min_end = accumulator_ends(weight, input_range)
-            acc_min, acc_max = (-min_end).numpy(), max_end.numpy()
-            lsbs.append(lsbs_for_threshold(acc_min, acc_max, self.rounding_threshold_bits))
-        return RoundingPlan(tuple(lsbs))
+    def _plan(self, ends) -> RoundingPlan:
+        """The plan of these accumulator ranges (one ``(max, −min)`` pair per hidden layer,
+        from pruning.accumulator_ends: each neuron's bounds.accumulator_range over the box of
+        its input grid, from its weights' sums per sign, which the budget check takes too)."""
+        return RoundingPlan(
+            tuple(
+                lsbs_for_threshold(-min_end.numpy(), max_end.numpy(), self.rounding_threshold_bits)
+                for max_end, min_end in ends
+            )
+        )
 
     def _input_ranges(self) -> list[tuple[int, int]]:
         """Integer range ``(lo, hi)`` of each linear layer's input grid (a signed grid's is
@@ -480,6 +481,22 @@ class SparseQuantNeuralNetwork(NeuronPruning, nn.Module):
             "n_prune_neurons_percentage": self.n_prune_neurons_percentage,
         }
         return (rebuild_network, (init_kwargs, self.hidden_widths(), self.state_dict()))
+
+
+class _ReluForwardOf(torch.autograd.Function):
+    """``_ForwardOf(leaky_relu(y, RELU_GRADIENT_SLOPE), value)`` in one autograd node: the
+    leaky ReLU's gradient at ``y``, written out (two nodes per hidden layer cost more than
+    their arithmetic, issue 15)."""
+
+    @staticmethod
+    def forward(ctx, y, value):
+        ctx.save_for_backward(y > 0)
+        return value
+
+    @staticmethod
+    def backward(ctx, grad):
+        (positive,) = ctx.saved_tensors
+        return torch.where(positive, grad, grad * RELU_GRADIENT_SLOPE), None
 
 
 class _ForwardOf(torch.autograd.Function):

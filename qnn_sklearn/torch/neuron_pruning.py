@@ -17,7 +17,9 @@ from . import fake_quant
 from .fake_quant import FakeQuantized
 from .pruning import (
     WeightMask,
+    accumulator_ends,
     budget_mask,
+    ends_over_budget,
     is_masked,
     raw_weight,
     rows_over_budget,
@@ -80,8 +82,7 @@ class NeuronPruning:
         """Slice out the hidden neurons :meth:`_neurons_to_keep` drops, each layer's choice
         made on its weights as they are (before the previous layer loses columns)."""
         keeps = [
-            self._neurons_to_keep(index, linear)
-            for index, linear in enumerate(self.linears[:-1])
+            self._neurons_to_keep(index, linear) for index, linear in enumerate(self.linears[:-1])
         ]
         for index, keep in enumerate(keeps):
             if keep.all():
@@ -94,16 +95,22 @@ class NeuronPruning:
         if any(is_masked(linear) for linear in self.linears):
             self.enable_pruning()
 
-    def quantized_weights(self) -> list[FakeQuantized]:
+    def quantized_weights(self) -> list[tuple[FakeQuantized, tuple[torch.Tensor, torch.Tensor]]]:
         """Each layer's quantized weight (as Brevitas quantizes it, carrying its gradient),
-        every neuron within budget while the masks are on (see :meth:`enforce_budget`).
+        every neuron within budget while the masks are on (see :meth:`enforce_budget`), with
+        its accumulator ends over its input grid (pruning.accumulator_ends).
 
         The forward quantizes each layer once anyway; checking the budget on those integers
         costs one sum per layer, where a separate pass after each optimizer step quantized
-        every layer again (a third of a training step's time on breast_cancer).
+        every layer again (a third of a training step's time on breast_cancer). The ends the
+        check takes are the ones the rounding plan needs: computed once, they are handed on.
         """
         if not any(is_masked(linear) for linear in self.linears):
-            return [fake_quant.weight(linear) for linear in self.linears]
+            weights = [fake_quant.weight(linear) for linear in self.linears]
+            return [
+                (weight, accumulator_ends(weight.integers, input_range))
+                for weight, input_range in zip(weights, self._input_ranges())
+            ]
         return [self._within_budget(*layer) for layer in self._budgeted_layers()]
 
     def enforce_budget(self) -> None:
@@ -123,11 +130,13 @@ class NeuronPruning:
 
     def _within_budget(self, linear, input_range: tuple[int, int], budget: int):
         """The layer's quantized weight once its neurons over budget lost their smallest
-        inputs (at most a few rounds: the scale only shrinks as weights go)."""
+        inputs (at most a few rounds: the scale only shrinks as weights go), with its
+        accumulator ends."""
         weight = fake_quant.weight(linear)
+        ends = accumulator_ends(weight.integers, input_range)
         for _ in range(8):
             with torch.no_grad():
-                over = rows_over_budget(weight.integers, input_range, budget)
+                over = ends_over_budget(ends, budget)
                 if not over.any():
                     break
                 active = linear.weight.detach()
@@ -138,7 +147,8 @@ class NeuronPruning:
                 else:
                     linear.weight.mul_(keep)
             weight = fake_quant.weight(linear)
-        return weight
+            ends = accumulator_ends(weight.integers, input_range)
+        return weight, ends
 
     def make_pruning_permanent(self) -> None:
         """Bake the masks into the weights, then remove neurons that no longer have inputs

@@ -82,19 +82,26 @@ def rows_over_budget(
     integer_weight: torch.Tensor, input_range: tuple[int, int], budget: int
 ) -> torch.Tensor:
     """Per row: whether its accumulator can leave ``±budget`` over inputs in ``input_range``."""
-    max_end, min_end = accumulator_ends(integer_weight, input_range)
+    return ends_over_budget(accumulator_ends(integer_weight, input_range), budget)
+
+
+def ends_over_budget(ends: tuple[torch.Tensor, torch.Tensor], budget: int) -> torch.Tensor:
+    """Per row: whether its accumulator ends ``(max, −min)`` leave ``±budget``."""
+    max_end, min_end = ends
     return (max_end > budget) | (min_end > budget)
 
 
 def accumulator_ends(
     integer_weight: torch.Tensor, input_range: tuple[int, int]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per row: ``(max, −min)`` of its accumulator over inputs in ``input_range``, as int64
-    (bounds.worst_case_ends on the row's sums per sign; the negative weights' magnitudes sum
-    to the positive ones' sum minus the row's)."""
-    weight = integer_weight.to(torch.int64)
-    positive_sum = weight.clamp(min=0).sum(dim=1)
-    return worst_case_ends(positive_sum, positive_sum - weight.sum(dim=1), *input_range)
+    """Per row: ``(max, −min)`` of its accumulator over inputs in ``input_range``, as float64
+    integers, exact (bounds.worst_case_ends on the row's sums per sign; the negative weights'
+    magnitudes sum to the positive ones' sum minus the row's). The integer weights may be
+    float (the training forward's) or int64: they are summed in float64, and the whole
+    weight is never converted (the training forward checks every layer at every step)."""
+    positive_sum = integer_weight.clamp(min=0).sum(dim=1, dtype=torch.float64)
+    negative_sum = positive_sum - integer_weight.sum(dim=1, dtype=torch.float64)
+    return worst_case_ends(positive_sum, negative_sum, *input_range)
 
 
 def integer_values(quantized) -> torch.Tensor:

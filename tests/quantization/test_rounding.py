@@ -26,6 +26,21 @@ from qnn_sklearn.torch import build_torch_model
 
 @settings(max_examples=300, deadline=None)
 @given(
+    ranges=st.lists(
+        st.tuples(st.integers(-(2**13), 0), st.integers(0, 2**13)), min_size=1, max_size=6
+    ),
+    threshold=st.integers(1, 10),
+)
+def test_lsbs_for_threshold_equals_the_search_from_zero(ranges, threshold):
+    """The search's head start (the bits no count below can do) skips no answer: over
+    several neurons it finds the first count, from 0 up, whose lookups fit."""
+    lo, hi = (np.array(ends) for ends in zip(*ranges))
+    first_fit = next(lsbs for lsbs in range(40) if lookup_precision(lo, hi, lsbs) <= threshold)
+    assert lsbs_for_threshold(lo, hi, threshold) == first_fit
+
+
+@settings(max_examples=300, deadline=None)
+@given(
     lo=st.integers(-(2**13), 2**13),
     width=st.integers(0, 2**14),
     threshold=st.integers(1, 10),
@@ -68,6 +83,15 @@ def test_rounding_is_half_up_to_multiples_whatever_the_sign():
     accumulators = np.array([-6, -5, -3, -2, -1, 0, 1, 2, 5, 6])
     assert round_accumulator(accumulators, 2).tolist() == [-4, -4, -4, 0, 0, 0, 0, 4, 4, 8]
     assert aligned_base(np.array([-5, -4, 3]), 2).tolist() == [-8, -4, 0]
+
+
+@pytest.mark.parametrize("lsbs", [0, 1, 3, 7])
+def test_float_accumulators_round_as_integers_do(lsbs):
+    """The training forward's float32 accumulators round exactly as the integer model's."""
+    accumulators = torch.arange(-(2**15), 2**15, 7, dtype=torch.int64)
+    as_float = round_accumulator(accumulators.to(torch.float32), lsbs)
+    assert as_float.dtype == torch.float32
+    assert torch.equal(as_float.to(torch.int64), round_accumulator(accumulators, lsbs))
 
 
 def test_rounding_headroom_takes_one_more_bit():

@@ -13,7 +13,7 @@ import torch
 
 from qnn_sklearn.torch import fake_quant
 from qnn_sklearn.torch.network import SparseQuantNeuralNetwork
-from qnn_sklearn.torch.pruning import integer_values, is_masked, raw_weight
+from qnn_sklearn.torch.pruning import accumulator_ends, integer_values, is_masked, raw_weight
 
 
 def _twins(**kwargs) -> tuple[SparseQuantNeuralNetwork, SparseQuantNeuralNetwork]:
@@ -41,14 +41,18 @@ def _brevitas_forward(module: SparseQuantNeuralNetwork, x: torch.Tensor):
     weights = [linear.quant_weight() for linear in module.linears]
     lsbs = [0] * len(module.act_quants)
     if module.rounding_threshold_bits is not None:
-        lsbs = module._plan([integer_values(weight) for weight in weights[:-1]]).lsbs
+        ends = [
+            accumulator_ends(integer_values(weight), input_range)
+            for weight, input_range in zip(weights[:-1], module._input_ranges())
+        ]
+        lsbs = module._plan(ends).lsbs
     activations = [x]
     for linear, weight, layer_lsbs, activation, act_quant in zip(
         module.linears, weights, lsbs, module.activations, module.act_quants
     ):
         y = _brevitas_product(module, linear, weight, x)
-        rounded = module._round(y, linear, weight, x, layer_lsbs)
-        x = act_quant(module._activate(activation, y, rounded))
+        shift = module._rounding_shift(y, linear, weight, x, layer_lsbs)
+        x = act_quant(module._activate(activation, y, shift))
         activations.append(x)
     output = _brevitas_product(module, module.linears[-1], weights[-1], x)
     return output, weights, activations

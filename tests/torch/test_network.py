@@ -282,7 +282,7 @@ def test_training_gradient_of_a_rounded_activation(activation):
         module.train(training)
         y.grad = None
         rounded = y + shift
-        out = module._activate(activation, y, rounded)
+        out = module._activate(activation, y, shift)
         assert torch.equal(out, activation(rounded.detach()))
         out.sum().backward()
         if not training:
