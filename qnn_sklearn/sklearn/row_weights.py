@@ -1,9 +1,11 @@
 """How much each training row counts: ``sample_weight`` times the classifier's ``class_weight``.
 
-The rows reach skorch in its dict-X convention, ``{"X": inputs, "sample_weight": weights}``,
-so the weights follow every row through shuffling, batching and a validation split; the
-estimators' ``infer`` hands the network the inputs only, and their ``get_loss`` averages the
-criterion's per-row losses with the weights (:func:`weighted_mean`).
+Rows of different weights reach skorch in its dict-X convention, ``{"X": inputs,
+"sample_weight": weights}``, so the weights follow every row through shuffling, batching and a
+validation split; the estimators' ``infer`` hands the network the inputs only, and their
+``get_loss`` averages the criterion's per-row losses with the weights (:func:`weighted_mean`).
+Rows that all weigh 1 (no ``sample_weight``, no ``class_weight``) reach it as they are: a
+batch's loss is then the criterion's mean, without the weighting's autograd nodes.
 """
 
 from __future__ import annotations
@@ -23,8 +25,11 @@ WEIGHTS = "sample_weight"
 """Key of the row weights in the rows handed to skorch."""
 
 
-def weighted_rows(X: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
-    """The training rows as skorch takes them (its dict-X convention)."""
+def weighted_rows(X: np.ndarray, weights: np.ndarray) -> np.ndarray | dict[str, np.ndarray]:
+    """The training rows as skorch takes them: ``X`` if every row weighs 1, else skorch's
+    dict-X convention with the weights."""
+    if np.all(weights == 1):
+        return X
     return {INPUTS: X, WEIGHTS: weights}
 
 
@@ -124,5 +129,5 @@ def weighted_loss(losses: torch.Tensor, weights: torch.Tensor | None, criterion)
             )
         return losses
     if weights is None:
-        weights = torch.ones(len(losses))
+        return losses.mean()
     return weighted_mean(losses, weights.to(losses))
