@@ -170,8 +170,8 @@ class SparseQuantNeuralNetwork(NeuronPruning, nn.Module):
         Bits every accumulator must fit, sign included.
     n_prune_neurons_percentage : float or None
         Fraction in [0, 1) of each hidden layer's neurons (of its width before any pruning)
-        removed by structured pruning: while the masks are refreshed, each hidden layer keeps
-        its rows of largest L2 norm. None: half on more than 24 features, else none
+        removed by structured pruning: when the masks go on, each hidden layer keeps its rows
+        of largest L2 norm. None: half on more than 24 features, else none
         (:func:`default_pruned_share` says why).
     activation_function : type
         torch activation class, instantiated once per hidden layer. The estimators check in

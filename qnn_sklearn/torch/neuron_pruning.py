@@ -52,8 +52,8 @@ class NeuronPruning:
             return keep
         unpruned = self.unpruned_widths[index + 1]
         n_keep = max(unpruned - int(round(self.n_prune_neurons_percentage * unpruned)), 1)
-        n_drop = max(rows - n_keep, 0)
-        keep[torch.argsort(raw_weight(linear).detach().norm(dim=1))[:n_drop]] = False
+        if rows > n_keep:
+            keep[torch.argsort(raw_weight(linear).detach().norm(dim=1))[: rows - n_keep]] = False
         return keep
 
     def enable_pruning(self) -> None:
