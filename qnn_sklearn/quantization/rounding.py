@@ -123,8 +123,8 @@ def lsbs_for_threshold(lo, hi, threshold: int) -> int:
     away ``l ≤ b − threshold − 2`` bits moves an end by at most ``2^(l−1)`` and leaves
     ``⌊(span − 2^(l−1)) / 2^l⌋ ≥ 2^(threshold+1) − 1`` levels, more than ``threshold`` bits.
     """
-    span = int(np.max(np.asarray(hi, dtype=np.int64) - np.asarray(lo, dtype=np.int64)))
-    lsbs = max(bits_for(span) - threshold - 1, 0)
+    lo, hi = np.asarray(lo, dtype=np.int64), np.asarray(hi, dtype=np.int64)
+    lsbs = max(bits_for(int(np.max(hi - lo))) - threshold - 1, 0)
     while lookup_precision(lo, hi, lsbs) > threshold:
         lsbs += 1
     return lsbs

@@ -54,7 +54,7 @@ from brevitas.core.stats import AbsMax, AbsPercentile
 from brevitas.core.utils import inplace_momentum_update
 from brevitas.core.zero_point import ZeroZeroPoint
 
-from .pruning import is_masked
+from .pruning import raw_weight, weight_mask
 
 
 class FakeQuantized(NamedTuple):
@@ -89,12 +89,9 @@ def weight(linear) -> FakeQuantized:
     weight is masked here, in the same autograd node (pruning.WeightMask's straight-through
     product, without the parametrization's machinery at every forward)."""
     quantizer = _quantizer(linear.weight_quant.tensor_quant)
-    if is_masked(linear):
-        masking = linear.parametrizations.weight
-        raw, mask = masking.original, masking[0].mask
-    else:
-        raw, mask = linear.weight, None
-    return FakeQuantized(*_FakeQuantizeWeight.apply(raw, mask, quantizer))
+    return FakeQuantized(
+        *_FakeQuantizeWeight.apply(raw_weight(linear), weight_mask(linear), quantizer)
+    )
 
 
 def activation(quant_identity, x: torch.Tensor) -> FakeQuantized:

@@ -24,6 +24,7 @@ from .pruning import (
     raw_weight,
     rows_over_budget,
     sliced_linear,
+    weight_mask,
 )
 
 
@@ -74,7 +75,7 @@ class NeuronPruning:
                 scale = fake_quant.weight(linear).scale
             mask = self._budget_mask(scale, input_range, budget, raw)
             if is_masked(linear):
-                linear.parametrizations.weight[0].mask.copy_(mask)
+                weight_mask(linear).copy_(mask)
             else:
                 parametrize.register_parametrization(linear, "weight", WeightMask(mask))
 
@@ -143,7 +144,7 @@ class NeuronPruning:
                 trimmed = self._budget_mask(weight.scale, input_range, budget, active)
                 keep = torch.where(over[:, None], trimmed, torch.ones_like(trimmed))
                 if is_masked(linear):
-                    linear.parametrizations.weight[0].mask.mul_(keep)
+                    weight_mask(linear).mul_(keep)
                 else:
                     linear.weight.mul_(keep)
             weight = fake_quant.weight(linear)

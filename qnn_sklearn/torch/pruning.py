@@ -124,12 +124,17 @@ def raw_weight(linear) -> torch.Tensor:
     return linear.parametrizations.weight.original if is_masked(linear) else linear.weight
 
 
+def weight_mask(linear) -> torch.Tensor | None:
+    """The layer's mask buffer (its WeightMask's, refreshed in place), None if unmasked."""
+    return linear.parametrizations.weight[0].mask if is_masked(linear) else None
+
+
 def sliced_linear(linear, rows=None, columns=None):
     """A copy of ``linear`` keeping only the given output rows / input columns (of its mask
     too, if it has one: the copy trains on as the layer did)."""
     weight = raw_weight(linear).detach()
     bias = linear.bias.detach()
-    mask = linear.parametrizations.weight[0].mask if is_masked(linear) else None
+    mask = weight_mask(linear)
     if rows is not None:
         weight, bias = weight[rows], bias[rows]
         mask = None if mask is None else mask[rows]
