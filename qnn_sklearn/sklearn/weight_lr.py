@@ -20,18 +20,27 @@ def limited_weight_groups(
     groups: list[dict], lr: float, limits: list[tuple[torch.nn.Parameter, float]]
 ) -> list[dict]:
     """``groups`` (torch's parameter groups, as skorch builds them, a user's
-    ``optimizer__param_groups`` included) with each weight of ``limits`` moved to a group of
-    its own at ``min(its group's lr, its limit)``, the group's other settings kept. A group
-    without an ``lr`` of its own trains at ``lr``."""
+    ``optimizer__param_groups`` included) with each weight of ``limits`` whose limit is below
+    its group's lr moved to a group at that limit (one per group and limit), the group's
+    other settings kept. A group without an ``lr`` of its own trains at ``lr``.
+
+    A weight whose limit does not bind stays in its group: the optimizer steps each group
+    apart: on breast_cancer's network (lr 1e-3, binding no layer), Adam's step took 0.23 ms
+    with a group per weight against 0.15 ms with one (issue 15; a training step is ~3 ms)."""
     limit_of = {id(parameter): limit for parameter, limit in limits}
     limited = []
     for group in groups:
         group_lr = group.get("lr", lr)
-        rest = [p for p in group["params"] if id(p) not in limit_of]
-        if rest:
-            limited.append({**group, "params": rest})
+        kept, at_limit = [], {}
         for parameter in group["params"]:
-            if id(parameter) in limit_of:
-                limit = min(group_lr, limit_of[id(parameter)])
-                limited.append({**group, "params": [parameter], "lr": limit})
+            limit = limit_of.get(id(parameter), group_lr)
+            if limit < group_lr:
+                at_limit.setdefault(limit, []).append(parameter)
+            else:
+                kept.append(parameter)
+        if kept:
+            limited.append({**group, "params": kept})
+        limited.extend(
+            {**group, "params": parameters, "lr": limit} for limit, parameters in at_limit.items()
+        )
     return limited

@@ -33,8 +33,10 @@ def _initialized(input_dim: int, lr: float, **params) -> NeuralNetClassifier:
 @pytest.mark.parametrize("estimator", [NeuralNetClassifier, NeuralNetRegressor])
 def test_wide_layers_weights_train_at_their_limit(estimator):
     """At lr 1e-2 on 100 inputs (×4 hidden): weights at 1/(32·√fan_in) — 1/320 and 1/640 —
-    and every other parameter (biases, quantizer scales) at lr, each in one group."""
+    and every other parameter (biases, quantizer scales) at lr, each in one group; the two
+    layers of 400 inputs share theirs."""
     model = estimator(lr=1e-2, module__input_dim=100, module__n_outputs=3).initialize()
+    assert len(model.optimizer_.param_groups) == 3
     lrs = _lr_of_each_parameter(model.optimizer_)
     assert set(lrs) == {id(parameter) for parameter in model.module_.parameters()}
     weights = {id(linear.weight): linear.in_features for linear in model.module_.linears}
@@ -49,6 +51,7 @@ def test_the_default_lr_binds_no_layer_up_to_976_inputs():
     benchmark task (MNIST: 784) train as they did before the limit."""
     narrow = _initialized(976, 1e-3, module__n_hidden_neurons_multiplier=1)
     assert set(_lr_of_each_parameter(narrow.optimizer_).values()) == {1e-3}
+    assert len(narrow.optimizer_.param_groups) == 1  # Adam steps each group apart
     wide = _initialized(977, 1e-3, module__n_hidden_neurons_multiplier=1)
     assert min(_lr_of_each_parameter(wide.optimizer_).values()) < 1e-3
 
