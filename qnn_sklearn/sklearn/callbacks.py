@@ -27,6 +27,7 @@ from sklearn.base import is_classifier
 from skorch.callbacks import Callback, LRScheduler
 from torch.utils.data import Subset
 
+from ..torch.brevitas_state import load_state_in_place
 from .batch_loader import BatchIndexedLoader
 from .row_weights import WEIGHTS
 
@@ -187,11 +188,11 @@ class BestTrainingState(Callback):
         masks = _pruning_masks(net)
         if masks and masks.last_refresh_ and self.best_state_ is not None:
             # the fixed-mask epochs train the best masks seen, not the last ones
-            net.module_.load_state_dict(self.best_state_)
+            load_state_in_place(net.module_, self.best_state_)
 
     def on_train_end(self, net, X=None, y=None, **kwargs):
         if self.best_state_ is not None:
-            net.module_.load_state_dict(self.best_state_)
+            load_state_in_place(net.module_, self.best_state_)
         self.best_state_ = self.evaluation_batch_ = None
 
 

@@ -178,6 +178,32 @@ def test_best_state_is_restored_after_the_masks_last_refresh_whatever_its_fracti
     assert restored_at == [4, 10]
 
 
+class _ParametersNotTrained(Callback):
+    """As each epoch begins: the network's parameters that the optimizer does not hold."""
+
+    def on_train_begin(self, net, **kwargs):
+        self.missing = []
+
+    def on_epoch_begin(self, net, **kwargs):
+        held = {id(p) for group in net.optimizer_.param_groups for p in group["params"]}
+        self.missing.append(
+            [name for name, p in net.module_.named_parameters() if id(p) not in held]
+        )
+
+
+def test_the_optimizer_trains_every_parameter_after_the_best_state_comes_back(iris_split):
+    """The restore as the fixed-mask epochs begin keeps the network's parameters, so the
+    optimizer goes on training all of them (the activations' learned scales included)."""
+    X_train, _, y_train, _ = iris_split
+    record = _ParametersNotTrained()
+    model = NeuralNetClassifier(
+        module__n_layers=2, max_epochs=6, random_state=0, callbacks=[("record", record)]
+    ).fit(X_train.astype(np.float32), y_train)
+    assert record.missing == [[]] * 6
+    scale = model.module_.act_quants[0].act_quant.fused_activation_quant_proxy
+    assert scale.tensor_quant.scaling_impl.value.requires_grad
+
+
 def test_with_a_validation_split_the_best_state_needs_no_pass_of_its_own(iris_split):
     """With a validation split, the state handed back is that of the lowest valid_loss, and
     each epoch runs the network on the training and validation rows once, nothing more."""
