@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted, validate_data
+from skorch.callbacks import PrintLog
 from skorch.history import History
 from skorch.utils import get_map_location, is_dataset, to_numpy
 
@@ -17,7 +18,7 @@ from ..quantization.module import FHE_MODES
 from ..quantization.tabulation import bootstraps
 from ..torch import build_brevitas_qat_model
 from ..torch.network import SparseQuantNeuralNetwork
-from .callbacks import training_callbacks
+from .callbacks import QuietPrintLog, training_callbacks
 from .dense_rows import dense_rows
 from .fused_optimizer import fused_by_default
 from .module_checks import check_activation_imports, check_module_params
@@ -79,7 +80,13 @@ class FHEEstimatorMixin:
         return module
 
     def get_default_callbacks(self):
-        return [*super().get_default_callbacks(), *training_callbacks()]
+        """skorch's, with its ``print_log`` quiet at ``verbose=0`` (callbacks.QuietPrintLog),
+        then the training callbacks."""
+        skorchs = [
+            (name, QuietPrintLog() if type(callback) is PrintLog else callback)
+            for name, callback in super().get_default_callbacks()
+        ]
+        return [*skorchs, *training_callbacks()]
 
     def get_params_for(self, prefix):
         params = super().get_params_for(prefix)

@@ -288,3 +288,20 @@ def test_a_users_scheduler_or_none_keeps_its_learning_rate(iris_split):
         # every epoch at the first epoch's rates: lr, and the hidden weights' limit below it
         np.testing.assert_allclose(lrs, np.repeat(lrs[:1], len(lrs), axis=0))
         assert lrs.max() == 0.01
+
+
+@pytest.mark.parametrize("verbose", [0, 1])
+def test_the_log_is_printed_as_skorchs_at_any_verbosity(iris_split, capsys, verbose):
+    """The default ``print_log`` prints skorch's table with ``verbose=1`` and nothing at 0;
+    a sink of the user's gets every row either way, as skorch's PrintLog gives it."""
+    X_train, _, y_train, _ = iris_split
+    params = {"module__n_layers": 2, "max_epochs": 3, "random_state": 0, "verbose": verbose}
+    model = NeuralNetClassifier(**params).fit(X_train.astype(np.float32), y_train)
+    assert isinstance(dict(model.callbacks_)["print_log"], callbacks.QuietPrintLog)
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == (3 + 2 if verbose else 0)  # header, rule, one row per epoch
+    rows = []
+    NeuralNetClassifier(callbacks__print_log__sink=rows.append, **params).fit(
+        X_train.astype(np.float32), y_train
+    )
+    assert len(rows) == 3 + 2 and capsys.readouterr().out == ""
