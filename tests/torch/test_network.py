@@ -179,7 +179,7 @@ def test_pruning_bounds_every_neuron(n_w_bits, n_a_bits, n_accum_bits, prune, ro
 @given(
     weights=st.lists(st.integers(-16, 15), min_size=1, max_size=40),
     n_inputs=st.integers(1, 8),
-    grid=st.sampled_from([(0, 7), (0, 15), (-3, 3), (-15, 15), (-7, 7)]),
+    grid=st.sampled_from([(0, 7), (0, 15), (-3, 3), (-15, 15), (-7, 7), (-4, 3), (-1, 6)]),
 )
 def test_accumulator_ends_are_the_box_range(weights, n_inputs, grid):
     """The training forward's per-sign ends (budget check and rounding plan) are exactly the
