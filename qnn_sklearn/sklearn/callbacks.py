@@ -201,8 +201,9 @@ class QuietPrintLog(PrintLog):
     the table only when it shows it.
 
     Why (issue 15): with ``verbose=0`` (the estimators' default) and the default ``print``
-    sink, skorch's formatted the row, dropped it and flushed stdout at every epoch: 0.5 ms
-    of a breast_cancer epoch's ~20. A ``verbose`` turned on later starts with the header.
+    sink, skorch's ``PrintLog`` formatted the row, dropped it and flushed stdout at every
+    epoch: 0.5 ms of a breast_cancer epoch's ~20. A ``verbose`` turned on later starts with
+    the header.
     """
 
     def on_epoch_end(self, net, **kwargs):

@@ -100,11 +100,11 @@ def accumulator_ends(
     float (the training forward's) or int64: they are summed in float64, and the whole
     weight is never converted (the training forward checks every layer at every step).
 
-    The networks' grids take the general formula's two special cases, in fewer ops (the
-    training forward takes the ends of every layer at every step): a symmetric grid (``lo = −hi``,
-    the signed input's) makes both ends ``Σ|w| · hi``, and a non-negative one (``lo = 0``,
-    after a ReLU) each sign's sum times ``hi``: 22 and 47 µs against 60–70 for a 60 × 60
-    weight (the general formula multiplies and subtracts the zero terms too).
+    The networks' two kinds of grid are the general formula's special cases, computed in
+    fewer ops: a symmetric grid (``lo = −hi``, the signed input's) makes both ends
+    ``Σ|w| · hi``, and a non-negative one (``lo = 0``, after a ReLU) each sign's sum times
+    ``hi``: 22 and 47 µs against 60–70 for a 60 × 60 weight (the general formula multiplies
+    and subtracts the zero terms too).
     """
     lo, hi = input_range
     if lo == -hi:
