@@ -1,4 +1,5 @@
-# Every target sets up .venv itself; `make install` is a no-op when pyproject.toml is unchanged.
+# Every target sets up .venv itself, at the versions of constraints.txt; `make install` is a
+# no-op when pyproject.toml and constraints.txt are unchanged.
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
@@ -8,12 +9,12 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# The CPU wheel of torch lies on disk; any other spec pulls several GB of CUDA packages.
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
 test: install
@@ -27,7 +28,7 @@ demo: install
 	$(BIN)/python examples/demo.py
 
 bench: install
-	$(BIN)/pip install --quiet -e ".[bench]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[bench]"
 	test -f benchmarks/results/pbs_floor.json || $(BIN)/python benchmarks/pbs_floor.py
 	$(BIN)/python benchmarks/run.py
 
@@ -49,7 +50,7 @@ $(CML_VENV)/.installed:
 	touch $@
 
 bench-anchor: install $(CML_VENV)/.installed
-	$(BIN)/pip install --quiet -e ".[bench]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[bench]"
 	$(BIN)/python benchmarks/anchor.py measure $(ANCHOR_ARGS)
 	$(CML_VENV)/bin/python benchmarks/anchor.py measure $(ANCHOR_ARGS)
 	$(BIN)/python benchmarks/anchor.py merge $(ANCHOR_ARGS)
