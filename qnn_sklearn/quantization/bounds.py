@@ -41,7 +41,19 @@ def worst_case_ends(positive_sum, negative_sum, lo: int, hi: int):
     negative ones only lower the minimum, so a signed accumulator holds twice the weight that
     a bound by ``Σ|w| · max|x|`` allows. The sums may be numpy or torch arrays (e.g. running
     sums), so the pruner can price its candidate weights one by one.
+
+    The networks' two kinds of grid skip the formula's zero terms: a non-negative grid (``lo =
+    0``, after a ReLU) gives each sign's sum times ``hi``, a symmetric one (``lo = −hi``, the
+    signed input's) both ends ``(positive_sum + negative_sum) · hi`` (one array, returned
+    twice). The training forward takes these ends for every layer at every step: 2 ops
+    instead of 6, for the same values (a 60 × 60 layer's ends, pruning.accumulator_ends:
+    35–42 µs against 58).
     """
+    if lo == 0:
+        return positive_sum * hi, negative_sum * hi
+    if lo == -hi:
+        end = (positive_sum + negative_sum) * hi
+        return end, end
     return positive_sum * hi - negative_sum * lo, negative_sum * hi - positive_sum * lo
 
 

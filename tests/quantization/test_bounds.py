@@ -46,12 +46,13 @@ def test_accumulator_range_is_brute_force(layer):
 @given(
     weight=hnp.arrays(np.int64, (2, 3), elements=st.integers(-7, 7)),
     max_abs=st.integers(0, 5),
-    signed=st.booleans(),
+    lo_below=st.sampled_from([None, 0, 1]),
 )
-def test_worst_case_ends_are_the_grid_range(weight, max_abs, signed):
+def test_worst_case_ends_are_the_grid_range(weight, max_abs, lo_below):
     """The pruner's ends, from the sums of each sign, are accumulator_range's on the box of a
-    signed (symmetric) or a non-negative input grid."""
-    lo = -max_abs if signed else 0
+    non-negative input grid (``lo_below`` None), a symmetric one (0) or a signed grid that
+    reaches one step further down (1: the general formula)."""
+    lo = 0 if lo_below is None else -max_abs - lo_below
     acc_min, acc_max = accumulator_range(weight, lo, max_abs)
     positive_sum = np.maximum(weight, 0).sum(axis=1)
     negative_sum = np.maximum(-weight, 0).sum(axis=1)
