@@ -137,9 +137,9 @@ class NeuronPruning:
         ends = accumulator_ends(weight.integers, input_range)
         for _ in range(8):
             with torch.no_grad():
-                over = ends_over_budget(ends, budget)
-                if not over.any():
+                if float(torch.maximum(*ends).max()) <= budget:  # the usual case, one reduction
                     break
+                over = ends_over_budget(ends, budget)
                 active = linear.weight.detach()
                 trimmed = self._budget_mask(weight.scale, input_range, budget, active)
                 keep = torch.where(over[:, None], trimmed, torch.ones_like(trimmed))

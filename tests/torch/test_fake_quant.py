@@ -240,3 +240,32 @@ def test_ties_round_half_to_even_as_brevitas():
     assert torch.equal(
         fake_quant.activation(quantizer, x).value[0, :4], torch.tensor([4.0, 2, 2, 0])
     )
+
+
+@pytest.mark.parametrize("outputs", [("value",), ("scale",), ("value", "scale")])
+@pytest.mark.parametrize("step", ["second", "learned"])
+def test_each_output_gets_brevitas_gradients(outputs, step):
+    """A quantizer's value or its scale alone carrying the loss, or both: a gradient that
+    never reaches an output is left unmaterialized, and each input's gradient is still
+    Brevitas'."""
+    fast, brevitas = _twins()
+    x = 2 * torch.randn(64, 8 * 4, generator=torch.Generator().manual_seed(1))
+    if step == "learned":
+        _to_step(fast, step), _to_step(brevitas, step)
+    else:  # the statistic of a batch, after the first
+        fast.act_quants[0](x), brevitas.act_quants[0](x)
+    fast_x, brevitas_x = x.clone().requires_grad_(), x.clone().requires_grad_()
+    got = [fake_quant.weight(fast.linears[0]), fake_quant.activation(fast.act_quants[0], fast_x)]
+    want = [brevitas.linears[0].quant_weight(), brevitas.act_quants[0](brevitas_x)]
+    for fast_tensor, brevitas_tensor in zip(got, want):
+        sum(getattr(fast_tensor, output).sum() for output in outputs).backward()
+        sum(getattr(brevitas_tensor, output).sum() for output in outputs).backward()
+    scale_parameters = [_scaling(twin.act_quants[0]).value for twin in (fast, brevitas)]
+    for got_grad, want_grad in [
+        (fast.linears[0].weight.grad, brevitas.linears[0].weight.grad),
+        (fast_x.grad, brevitas_x.grad),
+        (scale_parameters[0].grad, scale_parameters[1].grad),
+    ]:
+        assert (got_grad is None) == (want_grad is None)
+        if got_grad is not None:
+            assert torch.allclose(got_grad, want_grad, rtol=1e-5, atol=1e-6)
