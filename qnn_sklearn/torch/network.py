@@ -275,7 +275,7 @@ class SparseQuantNeuralNetwork(NeuronPruning, nn.Module):
             for n_in, n_out in zip(widths[:-1], widths[1:])
         )
         self.activations = nn.ModuleList(activation_function() for _ in range(n_layers - 1))
-        self._grids: tuple[Grid, ...] | None = None
+        self._ranges: tuple[tuple[int, int], ...] | None = None
         act_signed = quant_signed and not isinstance(
             self.activations[0] if n_layers > 1 else None, _NON_NEGATIVE_ACTIVATIONS
         )
@@ -414,30 +414,29 @@ class SparseQuantNeuralNetwork(NeuronPruning, nn.Module):
             )
         )
 
-    def _input_ranges(self) -> list[tuple[int, int]]:
-        """Integer range ``(lo, hi)`` of each linear layer's input grid (a signed grid's is
-        taken symmetric, which contains it)."""
-        return [(-grid.max_abs if grid.signed else 0, grid.max_abs) for grid in self._input_grids()]
+    def _input_ranges(self) -> tuple[tuple[int, int], ...]:
+        """Integer range ``(lo, hi)`` of each linear layer's input grid (zero points are 0; a
+        signed grid's is taken symmetric, which contains it).
+
+        Read from the quantizers once, when first asked: every training forward needs them,
+        and each read of a Brevitas quantizer's attribute builds its dependencies anew.
+        """
+        if self._ranges is None:
+            quantizers = (self.input_quant, *self.act_quants)
+            bits = [self.n_input_bits] + [self.n_a_bits] * len(self.act_quants)
+            grids = [
+                Grid(n_bits, quantizer.act_quant.is_signed, quantizer.act_quant.is_narrow_range)
+                for quantizer, n_bits in zip(quantizers, bits, strict=True)
+            ]
+            self._ranges = tuple(
+                (-grid.max_abs if grid.signed else 0, grid.max_abs) for grid in grids
+            )
+        return self._ranges
 
     # -- accumulator budget --------------------------------------------------------------------
 
     def _max_abs_weight(self) -> int:
         return Grid(self.n_w_bits, signed=True, narrow=self.quant_narrow).max_abs
-
-    def _input_grids(self) -> list[Grid]:
-        """The grid of the integers feeding each linear layer (zero points are 0).
-
-        Read from the quantizers once, when first asked: every training step needs them,
-        and each read of a Brevitas quantizer's attribute builds its dependencies anew.
-        """
-        if self._grids is None:
-            quantizers = (self.input_quant, *self.act_quants)
-            bits = [self.n_input_bits] + [self.n_a_bits] * len(self.act_quants)
-            self._grids = tuple(
-                Grid(n_bits, quantizer.act_quant.is_signed, quantizer.act_quant.is_narrow_range)
-                for quantizer, n_bits in zip(quantizers, bits, strict=True)
-            )
-        return list(self._grids)
 
     def max_active_neurons(self) -> int:
         """Inputs per neuron that fit the budget whatever the weights (the worst case)."""
