@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from qnn_sklearn.quantization.program import bits_for
 from qnn_sklearn.quantization.rounding import (
     RoundingPlan,
+    _too_wide,
     aligned_base,
     auto_lsbs,
     carry_free_limit,
@@ -37,6 +38,23 @@ def test_lsbs_for_threshold_equals_the_search_from_zero(ranges, threshold):
     lo, hi = (np.array(ends) for ends in zip(*ranges))
     first_fit = next(lsbs for lsbs in range(40) if lookup_precision(lo, hi, lsbs) <= threshold)
     assert lsbs_for_threshold(lo, hi, threshold) == first_fit
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    lo=st.integers(-(2**13), 2**13),
+    width=st.integers(0, 2**14),
+    lsbs=st.integers(0, 14),
+    threshold=st.integers(1, 10),
+)
+def test_the_search_starts_only_past_counts_that_cannot_fit(lo, width, lsbs, threshold):
+    """The head start's bound: a range it calls too wide reads more than ``threshold`` bits
+    wherever it lies; at 0 bits removed it is exact."""
+    precision = lookup_precision(np.array([lo]), np.array([lo + width]), lsbs)
+    if _too_wide(width, lsbs, threshold):
+        assert precision > threshold
+    if lsbs == 0:
+        assert _too_wide(width, lsbs, threshold) == (precision > threshold)
 
 
 @settings(max_examples=300, deadline=None)
