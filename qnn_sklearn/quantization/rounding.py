@@ -118,10 +118,10 @@ def lsbs_for_threshold(lo, hi, threshold: int) -> int:
     fewest bits are not always ``bits − threshold``; they are searched. ``threshold`` is
     checked (:func:`check_rounding_threshold_bits`).
 
-    The search starts at the fewest bits that the widest range alone does not rule out
-    (:func:`_too_wide`), and the training forward makes a plan at every step: on breast_cancer
-    and digits fits, that start was the answer at every one of 1,258 plans, where the bound
-    used before (``bits_for(span) − threshold − 1``) took two evaluations each.
+    The training forward makes a plan at every step, so the search starts at the fewest bits
+    that the widest range alone does not rule out (:func:`_too_wide`): on breast_cancer and
+    digits fits, that start was the answer at every one of 1,258 plans, where the bound used
+    before (``bits_for(span) − threshold − 1``) took two evaluations each.
     """
     lo, hi = np.asarray(lo, dtype=np.int64), np.asarray(hi, dtype=np.int64)
     span = int(np.max(hi - lo))
