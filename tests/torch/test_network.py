@@ -9,6 +9,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch.nn.utils import parametrize
 
 from qnn_sklearn.quantization.bounds import accumulator_range
 from qnn_sklearn.torch import build_brevitas_qat_model
@@ -18,7 +19,7 @@ from qnn_sklearn.torch.network import (
     default_input_bits,
     layer_budgets,
 )
-from qnn_sklearn.torch.pruning import accumulator_ends
+from qnn_sklearn.torch.pruning import accumulator_ends, is_masked, weight_and_mask
 
 
 def _grid(n_bits: int, signed: bool, narrow: bool) -> range:
@@ -268,6 +269,21 @@ def test_mode_switch_reaches_every_submodule():
     assert not any(submodule.training for submodule in module.modules())
     with pytest.raises(ValueError, match="boolean"):
         module.train("yes")
+
+
+def test_weight_and_mask_are_what_the_parametrization_api_names():
+    """The forward reads a layer's weight and mask from the modules' own dictionaries (for
+    speed); they are the very tensors torch's parametrization API names, masked or not."""
+    module = SparseQuantNeuralNetwork(6, 3, 2)
+    linear = module.linears[0]
+    raw, mask = weight_and_mask(linear)
+    assert raw is linear.weight and mask is None and not is_masked(linear)
+    module.enable_pruning()
+    linear = module.linears[0]
+    raw, mask = weight_and_mask(linear)
+    assert is_masked(linear) and parametrize.is_parametrized(linear, "weight")
+    assert raw is linear.parametrizations.weight.original
+    assert mask is linear.parametrizations.weight[0].mask
 
 
 @pytest.mark.parametrize("activation", [torch.nn.ReLU(), torch.nn.Tanh()])
