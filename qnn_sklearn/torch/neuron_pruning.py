@@ -18,6 +18,7 @@ from .fake_quant import FakeQuantized
 from .pruning import (
     WeightMask,
     accumulator_ends,
+    any_over_budget,
     budget_mask,
     ends_over_budget,
     is_masked,
@@ -137,7 +138,7 @@ class NeuronPruning:
         ends = accumulator_ends(weight.integers, input_range)
         for _ in range(8):
             with torch.no_grad():
-                if float(torch.maximum(*ends).max()) <= budget:  # the usual case, one reduction
+                if not any_over_budget(ends, budget):
                     break
                 over = ends_over_budget(ends, budget)
                 active = linear.weight.detach()

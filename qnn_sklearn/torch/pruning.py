@@ -91,6 +91,12 @@ def ends_over_budget(ends: tuple[torch.Tensor, torch.Tensor], budget: int) -> to
     return (max_end > budget) | (min_end > budget)
 
 
+def any_over_budget(ends: tuple[torch.Tensor, torch.Tensor], budget: int) -> bool:
+    """Whether any row's ends leave ``±budget``: :func:`ends_over_budget`'s ``any()`` in one
+    reduction, for the training forward's check of every layer at every step."""
+    return float(torch.maximum(*ends).max()) > budget
+
+
 def accumulator_ends(
     integer_weight: torch.Tensor, input_range: tuple[int, int]
 ) -> tuple[torch.Tensor, torch.Tensor]:

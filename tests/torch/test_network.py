@@ -19,7 +19,13 @@ from qnn_sklearn.torch.network import (
     default_input_bits,
     layer_budgets,
 )
-from qnn_sklearn.torch.pruning import accumulator_ends, is_masked, weight_and_mask
+from qnn_sklearn.torch.pruning import (
+    accumulator_ends,
+    any_over_budget,
+    ends_over_budget,
+    is_masked,
+    weight_and_mask,
+)
 
 
 def _grid(n_bits: int, signed: bool, narrow: bool) -> range:
@@ -191,6 +197,10 @@ def test_accumulator_ends_are_the_box_range(weights, n_inputs, grid):
     low, high = accumulator_range(weight, *grid)
     np.testing.assert_array_equal(max_end.numpy(), high)
     np.testing.assert_array_equal(-min_end.numpy(), low)
+    for budget in {0, *np.abs(low), *high}:  # at each end: rows on the edge, others past it
+        over = ends_over_budget((max_end, min_end), budget)
+        np.testing.assert_array_equal(over.numpy(), (high > budget) | (-low > budget))
+        assert any_over_budget((max_end, min_end), budget) == bool(over.any())
 
 
 def test_removing_dead_neurons_keeps_the_function():
