@@ -267,9 +267,10 @@ def main(argv=None) -> None:
     meta |= {"configs": {name: config.description for name, config in CONFIGS.items()}}
     meta |= {"smoke": args.smoke}
     data = read_rows(out)
-    if args.report_only:
+    if args.report_only:  # with the configurations' descriptions as the code has them now
+        data |= meta
         publish(data, floor, mode, markdown)
-        merge_rows(out, data["rows"], mode.key, {})
+        merge_rows(out, data["rows"], mode.key, meta)
         print(f"rewrote {out} and {markdown}")
         return
     wall = time.perf_counter()
