@@ -216,9 +216,9 @@ CONFIGS = {
         description="one hidden layer, 3-bit weights and activations, n_accum_bits=7, "
         "rounding_threshold_bits=5 (trained with), lr 1e-2, at least 2000 optimizer steps; per "
         "task, the cheapest setting (estimated floor) whose validation metric, on 20% of the "
-        "train split, reaches the target (benchmarks/run.py --mode sweep, results/CONFIG_SWEEP.md). "
-        "clusters and mnist have no target here and no sweep: they take this base setting as "
-        "it is (the estimators' defaults on both are in ROBUSTNESS.md)",
+        "train split, reaches the target (benchmarks/run.py --mode sweep, "
+        "results/CONFIG_SWEEP.md). clusters and mnist have no target here and no sweep: they "
+        "take this base setting as it is (the estimators' defaults on both are in ROBUSTNESS.md)",
         per_task=OURS_PER_TASK,
     ),
 }
