@@ -5,7 +5,7 @@ Usage::
     python benchmarks/robustness.py --part sweep       # lr × batch × epochs × seeds, checkerboard
     python benchmarks/robustness.py --part defaults    # estimator defaults vs scikit-learn's MLP
     python benchmarks/robustness.py --part speed       # per-step cost vs plain skorch, 100k rows
-    python benchmarks/robustness.py --part seeds       # defaults over 20 seeds, and 3 averaged
+    python benchmarks/robustness.py --part spread      # defaults over 20 seeds, and 3 averaged
     python benchmarks/robustness.py --smoke            # every part on a few points (CI)
 
 - **sweep**: the seed's checkerboard (3/3 bits, ``n_accum_bits=8``, ×50 hidden, 3 layers,
@@ -18,9 +18,9 @@ Usage::
   give the worst case), against scikit-learn's ``MLPClassifier`` / ``MLPRegressor``
   (``random_state=0, max_iter=500``), same standardized 75/25 split, with the FHE cost each
   default implies (PBS count, largest precision, the floor from ``pbs_floor.json``).
-- **seeds**: the defaults over more seeds (``--spread-seeds``, 20) on the small sets, where a
+- **spread**: the defaults over more seeds (``--spread-seeds``, 20) on the small sets, where a
   seed moves a test row either way, with the MLP at each seed; and the score of the mean
-  output of each ``--members`` (3) consecutive seeds' networks: whether averaging networks,
+  output of each ``--spread-members`` (3) consecutive seeds' networks: whether averaging networks,
   at that many times the bootstraps, removes the seeds that miss.
 - **speed**: milliseconds per optimizer step (each whole epoch's wall time over its steps) of
   the estimator at its defaults against plain skorch training a float MLP of the same widths,
@@ -109,13 +109,13 @@ the drift."""
 LARGE_ROWS, LARGE_FEATURES = 100_000, 50
 
 SPREAD_TASKS = ("iris", "wine", "breast_cancer", "digits", "diabetes")
-"""The seeds part's tasks: the small test sets, where one row is 0.2 to 2.6 points of
+"""The spread part's tasks: the small test sets, where one row is 0.2 to 2.6 points of
 accuracy and the defaults table's seeds 0–2 move by a row either way, and diabetes, whose R²
 moved by 0.06 over them."""
 SPREAD_SEEDS = 20
 MEMBERS = 3
 
-PARTS = ("sweep", "defaults", "speed", "seeds")
+PARTS = ("sweep", "defaults", "speed", "spread")
 
 
 def sweep_rows(smoke: bool, grid_values: dict) -> Iterator[dict]:
@@ -506,7 +506,7 @@ def write_markdown(data: dict, path: Path) -> None:
             [_speed_line(rows) for rows in _by_task(part["rows"]).values()],
         )
         lines.append("")
-    if part := data.get("seeds"):
+    if part := data.get("spread"):
         lines += ["## Defaults over more seeds, and the mean of several seeds' networks", ""]
         lines += [_provenance(part), ""]
         lines += [
@@ -594,19 +594,19 @@ def main(argv=None) -> None:
         nargs="+",
         choices=DEFAULT_TASKS + REGRESSION_TASKS,
         default=list(SPREAD_TASKS),
-        help=f"tasks of the seeds part (default: {list(SPREAD_TASKS)})",
+        help=f"tasks of the spread part (default: {list(SPREAD_TASKS)})",
     )
     parser.add_argument(
         "--spread-seeds",
         type=int,
         default=SPREAD_SEEDS,
-        help=f"seeds 0..N-1 of the seeds part (default: {SPREAD_SEEDS})",
+        help=f"seeds 0..N-1 of the spread part (default: {SPREAD_SEEDS})",
     )
     parser.add_argument(
-        "--members",
+        "--spread-members",
         type=int,
         default=MEMBERS,
-        help=f"networks averaged by the seeds part (default: {MEMBERS})",
+        help=f"networks averaged by the spread part (default: {MEMBERS})",
     )
     for name, values in (*SWEEP.items(), ("seeds", SWEEP_SEEDS)):
         parser.add_argument(
@@ -627,8 +627,8 @@ def main(argv=None) -> None:
         ),
         "defaults": lambda: defaults_rows(args.smoke, load_floor(), args.tasks),
         "speed": lambda: speed_rows(args.smoke),
-        "seeds": lambda: spread_rows(
-            args.smoke, args.spread_tasks, args.spread_seeds, args.members
+        "spread": lambda: spread_rows(
+            args.smoke, args.spread_tasks, args.spread_seeds, args.spread_members
         ),
     }
     command = "python benchmarks/robustness.py " + " ".join(argv or sys.argv[1:])
