@@ -5,7 +5,7 @@ Usage::
     python benchmarks/robustness.py --part sweep       # lr × batch × epochs × seeds, checkerboard
     python benchmarks/robustness.py --part defaults    # estimator defaults vs scikit-learn's MLP
     python benchmarks/robustness.py --part speed       # per-step cost vs plain skorch, 100k rows
-    python benchmarks/robustness.py --part spread      # defaults over 20 seeds, and 3 averaged
+    python benchmarks/robustness.py --part spread      # defaults over 20 seeds, 1 and 3 networks
     python benchmarks/robustness.py --smoke            # every part on a few points (CI)
 
 - **sweep**: the seed's checkerboard (3/3 bits, ``n_accum_bits=8``, ×50 hidden, 3 layers,
@@ -19,9 +19,9 @@ Usage::
   (``random_state=0, max_iter=500``), same standardized 75/25 split, with the FHE cost each
   default implies (PBS count, largest precision, the floor from ``pbs_floor.json``).
 - **spread**: the defaults over more seeds (``--spread-seeds``, 20) on the small sets, where a
-  seed moves a test row either way, with the MLP at each seed; and the score of the mean
-  output of each ``--spread-members`` (3) consecutive seeds' networks: whether averaging networks,
-  at that many times the bootstraps, removes the seeds that miss.
+  seed moves a test row either way, with the MLP at each seed; and the defaults with
+  ``n_networks`` (``--spread-networks``, 3) at each seed: whether averaging networks, at that
+  many times the bootstraps, removes the seeds that miss.
 - **speed**: milliseconds per optimizer step (each whole epoch's wall time over its steps) of
   the estimator at its defaults against plain skorch training a float MLP of the same widths,
   on breast_cancer (100 epochs, 5 pairs of fits) and ``make_classification(100_000, 50)`` (10
@@ -49,7 +49,6 @@ from pathlib import Path
 import numpy as np
 import skorch
 import torch
-from sklearn.base import is_classifier
 from sklearn.datasets import make_classification
 from sklearn.metrics import accuracy_score, r2_score
 from sklearn.neural_network import MLPClassifier, MLPRegressor
@@ -113,7 +112,7 @@ SPREAD_TASKS = ("iris", "wine", "breast_cancer", "digits", "diabetes")
 accuracy and the defaults table's seeds 0–2 move by a row either way, and diabetes, whose R²
 moved by 0.06 over them."""
 SPREAD_SEEDS = 20
-MEMBERS = 3
+SPREAD_NETWORKS = 3
 
 PARTS = ("sweep", "defaults", "speed", "spread")
 
@@ -205,48 +204,30 @@ def _task_settings(task, smoke: bool) -> dict:
     return extra
 
 
-def spread_rows(smoke: bool, names: list[str], n_seeds: int, members: int) -> Iterator[dict]:
-    """Per task: a row per seed (ours at the defaults, and the MLP at the same seed), then a
-    row per window of ``members`` consecutive seeds, scored on the mean of its networks'
-    outputs (class probabilities, or predictions) on the test rows."""
+def spread_rows(smoke: bool, names: list[str], n_seeds: int, n_networks: int) -> Iterator[dict]:
+    """Per task and seed: ours at the defaults, ours with ``n_networks`` averaged networks (the
+    only other setting), and the MLP at the same seed."""
     if smoke:
-        names, n_seeds, members = ["iris"], 2, 2
+        names, n_seeds, n_networks = ["iris"], 1, 2
     for name in names:
         task = TASKS[name]
         split = X_train, X_test, y_train, y_test = load(name)
         score, extra = _score(task), _task_settings(task, smoke)
-        outputs = []
         for seed in range(n_seeds):
-            model = task.estimator(random_state=seed, **extra).fit(X_train, y_train)
-            outputs.append(_output(model, X_test))
+            single = task.estimator(random_state=seed, **extra).fit(X_train, y_train)
+            averaged = task.estimator(random_state=seed, n_networks=n_networks, **extra)
+            averaged.fit(X_train, y_train)
             yield {
                 "task": name,
                 "kind": task.kind,
                 "seed": seed,
-                "ours": float(score(y_test, _decision(model, outputs[-1]))),
+                "ours": float(score(y_test, single.predict(X_test))),
+                "n_networks": n_networks,
+                "averaged": float(score(y_test, averaged.predict(X_test))),
                 "mlp": _mlp_score(task, seed, split),
-                "pbs_count": model.fhe_report()["pbs_count"],
+                "pbs_count": single.fhe_report()["pbs_count"],
+                "averaged_pbs_count": averaged.fhe_report()["pbs_count"],
             }
-        for first in range(n_seeds - members + 1):
-            mean = np.mean(outputs[first : first + members], axis=0)
-            yield {
-                "task": name,
-                "kind": task.kind,
-                "members": members,
-                "first_seed": first,
-                "ours": float(score(y_test, _decision(model, mean))),
-            }
-
-
-def _output(model, X) -> np.ndarray:
-    """What a mean over networks averages: a classifier's probabilities, a regressor's
-    predictions (the integer model's, in the clear)."""
-    return model.predict_proba(X) if is_classifier(model) else model.predict(X)
-
-
-def _decision(model, output: np.ndarray) -> np.ndarray:
-    """The predictions of ``output`` (:func:`_output`'s, or a mean of several)."""
-    return model.classes_[output.argmax(axis=1)] if is_classifier(model) else output
 
 
 def _float_twin(model, X, y, epochs: int):
@@ -507,16 +488,14 @@ def write_markdown(data: dict, path: Path) -> None:
         )
         lines.append("")
     if part := data.get("spread"):
-        lines += ["## Defaults over more seeds, and the mean of several seeds' networks", ""]
+        lines += ["## Defaults over more seeds, one network and several averaged", ""]
         lines += [_provenance(part), ""]
         lines += [
-            "Each seed 0..N−1: ours with only `random_state` set, and scikit-learn's MLP with "
-            "the same `random_state`, on the defaults table's split. Then each window of K "
-            "consecutive seeds, scored on the mean of its K networks' outputs (class "
-            "probabilities; a regressor's predictions), taken in the clear from their integer "
-            "models: what one circuit computing the K networks side by side would predict, at "
-            "K times one network's bootstraps. Within target: within the defaults' margin of "
-            "the MLP's mean over the same seeds.",
+            "Each seed 0..N−1: ours with only `random_state` set; ours with `n_networks` set "
+            "too (that many networks trained side by side, each on its own loss and "
+            "quantizers, averaged in one circuit); and scikit-learn's MLP with the same "
+            "`random_state`, on the defaults table's split. Within target: within the "
+            "defaults' margin of the MLP's mean over the same seeds.",
             "",
         ]
         lines += report.table(
@@ -527,10 +506,10 @@ def write_markdown(data: dict, path: Path) -> None:
                 "MLP worst / mean / best",
                 "ours worst / mean / best",
                 "seeds within",
-                "K",
-                "mean of K: worst / mean / best",
-                "windows within",
-                "PBS, one network (seed 0)",
+                "n_networks",
+                "averaged worst / mean / best",
+                "seeds within",
+                "PBS, one / averaged (seed 0)",
             ],
             [_spread_line(rows) for rows in _by_task(part["rows"]).values()],
         )
@@ -539,29 +518,28 @@ def write_markdown(data: dict, path: Path) -> None:
 
 
 def _spread_line(rows: list[dict]) -> list:
-    """One task's seeds and windows (:func:`spread_rows`), against the MLP's mean."""
-    singles = [row for row in rows if "seed" in row]
-    windows = [row for row in rows if "members" in row]
-    reference = float(np.mean([row["mlp"] for row in singles]))
-    margin = DEFAULTS_MARGIN[singles[0]["kind"]] + GAP_TOLERANCE
+    """One task's seeds (:func:`spread_rows`), against the MLP's mean over them."""
+    reference = float(np.mean([row["mlp"] for row in rows]))
+    margin = DEFAULTS_MARGIN[rows[0]["kind"]] + GAP_TOLERANCE
 
-    def spread(values: list[float]) -> str:
+    def spread(key: str) -> str:
+        values = [row[key] for row in rows]
         return f"{min(values):.3f} / {np.mean(values):.3f} / {max(values):.3f}"
 
-    def within(group: list[dict]) -> str:
-        return f"{sum(reference - row['ours'] <= margin for row in group)} of {len(group)}"
+    def within(key: str) -> str:
+        return f"{sum(reference - row[key] <= margin for row in rows)} of {len(rows)}"
 
     return [
-        singles[0]["task"],
-        "accuracy" if singles[0]["kind"] == "classification" else "R²",
-        len(singles),
-        spread([row["mlp"] for row in singles]),
-        spread([row["ours"] for row in singles]),
-        within(singles),
-        windows[0]["members"] if windows else "–",
-        spread([row["ours"] for row in windows]) if windows else "–",
-        within(windows) if windows else "–",
-        singles[0]["pbs_count"],
+        rows[0]["task"],
+        "accuracy" if rows[0]["kind"] == "classification" else "R²",
+        len(rows),
+        spread("mlp"),
+        spread("ours"),
+        within("ours"),
+        rows[0]["n_networks"],
+        spread("averaged"),
+        within("averaged"),
+        f"{rows[0]['pbs_count']} / {rows[0]['averaged_pbs_count']}",
     ]
 
 
@@ -603,10 +581,10 @@ def main(argv=None) -> None:
         help=f"seeds 0..N-1 of the spread part (default: {SPREAD_SEEDS})",
     )
     parser.add_argument(
-        "--spread-members",
+        "--spread-networks",
         type=int,
-        default=MEMBERS,
-        help=f"networks averaged by the spread part (default: {MEMBERS})",
+        default=SPREAD_NETWORKS,
+        help=f"n_networks of the spread part's averaged fits (default: {SPREAD_NETWORKS})",
     )
     for name, values in (*SWEEP.items(), ("seeds", SWEEP_SEEDS)):
         parser.add_argument(
@@ -628,7 +606,7 @@ def main(argv=None) -> None:
         "defaults": lambda: defaults_rows(args.smoke, load_floor(), args.tasks),
         "speed": lambda: speed_rows(args.smoke),
         "spread": lambda: spread_rows(
-            args.smoke, args.spread_tasks, args.spread_seeds, args.spread_members
+            args.smoke, args.spread_tasks, args.spread_seeds, args.spread_networks
         ),
     }
     command = "python benchmarks/robustness.py " + " ".join(argv or sys.argv[1:])

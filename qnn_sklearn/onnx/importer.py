@@ -35,13 +35,15 @@ def import_onnx(
     post_training: PostTrainingOptions | None = None,
     rounding_threshold_bits: int | str | None = None,
     rounding_plan: RoundingPlan | None = None,
+    client_stages: tuple = (),
 ) -> QuantizedModule:
     """Translate an ONNX (or QONNX) graph; ``post_training`` quantizes a float graph.
 
     The rounding before each lookup is either chosen from the certified ranges
     (``rounding_threshold_bits``) or the one the network trained with (``rounding_plan``, see
     ModuleBuilder). The circuit's program is then chosen ("auto": layered or tabulated,
-    whichever costs less).
+    whichever costs less). ``client_stages`` run on the client after the output's
+    dequantization (networks averaged in one circuit: stages.BlockMean).
     """
     builder = ModuleBuilder(post_training, rounding_threshold_bits, rounding_plan)
     input_shape, output = _walk(model, builder)
@@ -55,7 +57,7 @@ def import_onnx(
         builder.input_value.preprocessing,
         builder.input_quantizer,
         builder.steps,
-        output.stages,
+        output.stages + tuple(client_stages),
         builder.layers,
     )
     return layered.with_program("auto")

@@ -212,6 +212,28 @@ class ModuleBuilder:
         step = self._emit(GatherStep(sources, index, output_shape, bit_width))
         return Encrypted.integers(terms[0].grid.scale, offset[index], span[index], producer=step)
 
+    def add_view_gather(self, terms: list[Encrypted], index, name: str) -> Encrypted:
+        """:meth:`add_gather` of integers that are no grid's (layers' outputs, each with its own
+        affine view): the integers are picked the same way, and so are the per-feature scales
+        and offsets of their views. Nothing linear can read the result; the client dequantizes
+        it (what networks averaged in one circuit output, torch/averaged.py)."""
+        if not all(len(t.stages) == 1 and isinstance(t.stages[0], Affine) for t in terms):
+            raise ValueError(f"{name}: concatenates only layers' outputs or quantized tensors.")
+
+        def flat(values) -> np.ndarray:
+            return np.concatenate(
+                [np.broadcast_to(v, t.feature_shape).reshape(-1) for v, t in zip(values, terms)]
+            )
+
+        span = flat([t.span for t in terms])
+        scale = flat([t.stages[0].scale for t in terms])
+        offset = flat([t.stages[0].offset for t in terms])
+        index = np.asarray(index, dtype=np.int64)
+        sources = [self.source(t) for t in terms]
+        step = self._emit(GatherStep(sources, index, index.shape, bits_for(span[index].max())))
+        view = Affine(scale[index], offset[index])
+        return Encrypted(span[index], (view,), None, producer=step)
+
     def add_lookup(self, x: Encrypted, quantizer: UniformQuantizer, name: str = "") -> Encrypted:
         """Emit one table lookup per feature: ``quantizer(stages(stored))``.
 

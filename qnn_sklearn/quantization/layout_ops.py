@@ -109,7 +109,14 @@ class QuantizedConcat(QuantizedOp):
             all(isinstance(value, (Encrypted, ClearInput)) for value in inputs),
             f"{node_name}: Concat of encrypted tensors with constants is not supported.",
         )
-        values = builder.common_grid(list(inputs), list(names), node_name)
+        # networks averaged in one circuit (torch/averaged.py) end in a Concat of their
+        # outputs, each on its own network's scale: the client dequantizes each block
+        views = builder.post_training is None and all(
+            isinstance(value, Encrypted) and value.grid is None for value in inputs
+        )
+        values = list(inputs)
+        if not views:
+            values = builder.common_grid(values, list(names), node_name)
         ndim = len(values[0].feature_shape) + 1
         axis = self.attributes.get("axis", 1)
         axis = axis + ndim if axis < 0 else axis
@@ -122,4 +129,6 @@ class QuantizedConcat(QuantizedOp):
             index = np.concatenate(pieces, axis=axis - 1)
         except ValueError as error:
             raise ValueError(f"{node_name}: shapes do not concatenate: {error}") from error
+        if views:
+            return builder.add_view_gather(values, index, node_name)
         return builder.add_gather(values, index, index.shape, node_name)

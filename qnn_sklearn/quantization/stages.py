@@ -183,6 +183,35 @@ class Select(Stage):
         }
 
 
+MAX_AVERAGED_BLOCKS = 64
+"""Most output blocks a :class:`BlockMean` read from JSON may average."""
+
+
+class BlockMean(Stage):
+    """The mean of ``blocks`` equal blocks of the last axis: the outputs of networks that one
+    circuit computes side by side (torch/averaged.py), each block dequantized with its own
+    network's scale by the stages before this one. Not elementwise: only an output's last
+    stage, run by the client."""
+
+    kind = "block_mean"
+
+    def __init__(self, blocks: int):
+        if isinstance(blocks, bool) or not isinstance(blocks, int):
+            raise ValueError(f"BlockMean needs an integer number of blocks, got {blocks!r}.")
+        if not 1 <= blocks <= MAX_AVERAGED_BLOCKS:
+            raise ValueError(f"BlockMean averages 1 to {MAX_AVERAGED_BLOCKS} blocks, not {blocks}.")
+        self.blocks = blocks
+
+    def __call__(self, x):
+        x = np.asarray(x, dtype=np.float64)
+        if x.shape[-1] % self.blocks:
+            raise ValueError(f"{x.shape[-1]} outputs do not split into {self.blocks} blocks.")
+        return x.reshape(*x.shape[:-1], self.blocks, -1).mean(axis=-2)
+
+    def to_json(self):
+        return {"kind": self.kind, "blocks": self.blocks}
+
+
 MAX_COMBINATION_DEPTH = 8
 """Combinations nested deeper are refused when read from JSON (an exported MLP nests one)."""
 
@@ -193,6 +222,8 @@ def stage_from_json(data: dict, depth: int = 0) -> Stage:
         return Affine(data["scale"], data["offset"])
     if data["kind"] == Activation.kind:
         return Activation(data["op_type"], **data["attributes"])
+    if data["kind"] == BlockMean.kind:
+        return BlockMean(data["blocks"])
     if data["kind"] == Select.kind:
         return Select(data["condition"], data["other"], data["tensor_first"])
     if data["kind"] == Combination.kind:

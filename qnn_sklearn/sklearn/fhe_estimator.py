@@ -17,6 +17,7 @@ from ..quantization.bounds import check_certified_bits
 from ..quantization.module import FHE_MODES
 from ..quantization.tabulation import bootstraps
 from ..torch import build_brevitas_qat_model
+from ..torch.averaged import MAX_NETWORKS, AveragedNetworks
 from ..torch.network import SparseQuantNeuralNetwork
 from .callbacks import QuietPrintLog, training_callbacks
 from .dense_rows import dense_rows
@@ -48,6 +49,22 @@ def resolve_fhe_mode(execute_in_fhe: bool, fhe: str | None) -> str:
     if execute_in_fhe and fhe != "execute":
         raise ValueError(f"execute_in_fhe=True contradicts fhe={fhe!r}; pass only one.")
     return fhe
+
+
+TRAINED_NETWORKS = (SparseQuantNeuralNetwork, AveragedNetworks)
+"""The modules that train with their rounding and pruning, and rebuild to a saved layout."""
+
+
+def _checked_n_networks(n_networks) -> int:
+    """``n_networks`` if valid, else ValueError naming the fix (before any training)."""
+    if isinstance(n_networks, bool) or not isinstance(n_networks, int):
+        raise ValueError(f"n_networks must be an integer, got {n_networks!r}.")
+    if not 1 <= n_networks <= MAX_NETWORKS:
+        raise ValueError(
+            f"n_networks must be in 1..{MAX_NETWORKS}, got {n_networks}: 1 trains one network; "
+            "more average that many in one circuit, at that many times its bootstraps."
+        )
+    return n_networks
 
 
 def _is_subclass(module, cls: type) -> bool:
@@ -148,16 +165,32 @@ class FHEEstimatorMixin:
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
         """The criterion's per-row losses, averaged with the rows' weights (``sample_weight``
-        times ``class_weight``); equal weights give the criterion's mean."""
-        losses = super().get_loss(y_pred, y_true, X=X, training=training)
+        times ``class_weight``); equal weights give the criterion's mean. Averaged networks in
+        training (``n_networks``) give one output per network: each network's losses, summed,
+        so that each trains on its own."""
+        if isinstance(self.module_, AveragedNetworks) and y_pred.dim() == 3:
+            losses = 0
+            for index in range(y_pred.shape[1]):
+                losses = losses + super().get_loss(y_pred[:, index], y_true, X, training)
+        else:
+            losses = super().get_loss(y_pred, y_true, X=X, training=training)
         return weighted_loss(losses, X[WEIGHTS] if isinstance(X, Mapping) else None, self.criterion)
 
     def initialize_module(self):
         """skorch's, then a check that the integer model will import the network's activation
-        (a ValueError now, instead of after training)."""
+        (a ValueError now, instead of after training), and ``n_networks`` of them averaged
+        when asked (the first is the network a single fit would train)."""
+        n_networks = _checked_n_networks(self.n_networks)
         super().initialize_module()
         if isinstance(self.module_, SparseQuantNeuralNetwork):
             check_activation_imports(self.module_)
+            if n_networks > 1:
+                self.module_ = AveragedNetworks.of(self.module_, n_networks)
+        elif n_networks > 1:
+            raise ValueError(
+                f"n_networks={n_networks} averages SparseQuantNeuralNetworks; this estimator's "
+                f"module is {type(self.module_).__name__}. Set n_networks=1 for it."
+            )
         return self
 
     def __sklearn_is_fitted__(self):
@@ -236,7 +269,7 @@ class FHEEstimatorMixin:
         training. A SparseQuantNeuralNetwork's certified accumulators must fit its
         ``n_accum_bits`` (the invariant its pruner keeps): AccumulatorOverflowError if not."""
         sample = np.zeros((1, self.n_features_in_), dtype=np.float32)
-        trained_rounding = isinstance(self.module_, SparseQuantNeuralNetwork)
+        trained_rounding = isinstance(self.module_, TRAINED_NETWORKS)
         self.quantized_module_ = build_brevitas_qat_model(
             self.module_,
             sample,
@@ -313,7 +346,7 @@ class FHEEstimatorMixin:
         rebuild = (
             network_file is not None
             and self.initialized_
-            and isinstance(self.module_, SparseQuantNeuralNetwork)
+            and isinstance(self.module_, TRAINED_NETWORKS)
         )
         if rebuild:
             self.module_ = self.module_.with_state(self._read_state(network_file, use_safetensors))

@@ -73,7 +73,8 @@ def dump(estimator: DumpableEstimator, file) -> None:
     if not isinstance(network, SparseQuantNeuralNetwork):
         raise ValueError(
             f"dump saves estimators whose module is SparseQuantNeuralNetwork; this one has "
-            f"{type(network).__name__}."
+            f"{type(network).__name__}. Averaged networks are not saved: fit with "
+            "n_networks=1 to dump."
         )
     state = {name: tensor.detach().cpu().numpy() for name, tensor in network.state_dict().items()}
     files = {name: f"module/{index}.npy" for index, name in enumerate(state)}

@@ -10,6 +10,8 @@ import torch
 from ..onnx import evaluate_onnx, export_brevitas_to_qonnx, export_torch_to_onnx, import_onnx
 from ..quantization import PostTrainingOptions, QuantizedModule
 from ..quantization.rounding import RoundingPlan
+from ..quantization.stages import BlockMean
+from .averaged import AveragedNetworks
 
 N_BITS_KEYS = ("model_inputs", "op_weights", "op_inputs")
 
@@ -86,7 +88,9 @@ def build_brevitas_qat_model(
     inputset = _as_numpy(torch_inputset)
     plan = brevitas_model.rounding_plan() if isinstance(brevitas_model, PlansItsRounding) else None
     model = export_brevitas_to_qonnx(brevitas_model, torch.as_tensor(inputset, dtype=torch.float32))
-    return import_onnx(model, None, rounding_threshold_bits, plan)
+    averaged = isinstance(brevitas_model, AveragedNetworks)
+    client_stages = (BlockMean(len(brevitas_model.networks)),) if averaged else ()
+    return import_onnx(model, None, rounding_threshold_bits, plan, client_stages)
 
 
 def compile_torch_model(

@@ -316,11 +316,21 @@ class SparseQuantNeuralNetwork(NeuronPruning, nn.Module):
         return self
 
     def forward(self, x):
+        return self.forward_quantized(self.quantize_input(x))
+
+    def quantize_input(self, x):
+        """``x`` on the input grid: what the client sends, and what :meth:`forward_quantized`
+        reads (networks averaged in one circuit share it: torch/averaged.py)."""
         if torch.jit.is_tracing():
             # the ONNX export traces the network, exactly: the integer model rounds by the plan
             # itself. (Tracing is per thread; torch.onnx.is_in_onnx_export() is process-wide
             # and would send another thread's training step down this path.)
-            x = self.input_quant(x)
+            return self.input_quant(x)
+        return fake_quant.activation(self.input_quant, x)
+
+    def forward_quantized(self, x):
+        """The network's output from its quantized input (:meth:`quantize_input`'s)."""
+        if torch.jit.is_tracing():
             for linear, activation, act_quant in zip(
                 self.linears, self.activations, self.act_quants
             ):
@@ -329,7 +339,6 @@ class SparseQuantNeuralNetwork(NeuronPruning, nn.Module):
         # Training and prediction: Brevitas' quantizers computed in plain torch (fake_quant.py,
         # for speed); each layer's weights are quantized once per forward, for the budget, the
         # rounding plan and the layer itself.
-        x = fake_quant.activation(self.input_quant, x)
         weights, ends = zip(*self.quantized_weights())
         if self.rounding_threshold_bits is None:
             lsbs = (0,) * len(self.act_quants)
