@@ -18,10 +18,11 @@ import torch
 from torch import nn
 
 from ..quantization.rounding import RoundingPlan
+from ..quantization.stages import MAX_AVERAGED_BLOCKS
 from .network import SparseQuantNeuralNetwork
 
-MAX_NETWORKS = 64
-"""Most networks averaged (what a saved output stage may declare: stages.MAX_AVERAGED_BLOCKS)."""
+MAX_NETWORKS = MAX_AVERAGED_BLOCKS
+"""Most networks averaged: as many blocks as a saved output stage may average."""
 
 
 class AveragedNetworks(nn.Module):
@@ -91,6 +92,11 @@ class AveragedNetworks(nn.Module):
         if plans[0] is None:
             return None
         return RoundingPlan(tuple(lsbs for plan in plans for lsbs in plan.lsbs))
+
+    def __reduce__(self):
+        """Rebuilt through ``__init__``, which shares the first network's input quantizer again
+        (each network copies and pickles through its own ``__reduce__``)."""
+        return (type(self), (list(self.networks),))
 
     # -- pruning, for the training callbacks: each network on its own ----------------------------
 

@@ -154,6 +154,17 @@ def test_n_networks_needs_the_estimators_network(iris_split):
         NeuralNetClassifier(module=Linear, n_networks=2).fit(X_train, y_train)
 
 
+def test_prune_and_copies_keep_one_input_grid(averaged, iris_split):
+    """``prune`` (a deep copy, then training) cuts every network, and the copy's networks still
+    read one input quantizer."""
+    X_train, _, y_train, _ = iris_split
+    pruned = averaged.prune(X_train, y_train, 0.5)
+    for widths, unpruned in zip(pruned.module_.hidden_widths(), averaged.module_.hidden_widths()):
+        assert all(width <= 2 for width in widths) and widths != unpruned
+    first, *others = pruned.module_.networks
+    assert all(network.input_quant is first.input_quant for network in others)
+
+
 def test_dump_refuses_averaged_networks(averaged, tmp_path):
     with pytest.raises(ValueError, match="n_networks=1"):
         averaged.dump(tmp_path / "model.qnn")
