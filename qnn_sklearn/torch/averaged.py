@@ -1,11 +1,11 @@
 """AveragedNetworks: networks trained side by side on one input grid, their outputs averaged.
 
 Why: on a small training set the seed moves a test row either way. At the defaults, iris
-missed scikit-learn's MLP by one row of 38 on 3 of 20 seeds, while the mean of 3 networks'
-outputs scored the MLP's 0.974 on all 20 (README, the training section). The networks keep
-their own weight and activation quantizers: members inside one network, sharing them, still
-missed on 2 of the 20 seeds. They share the input grid (the client quantizes once) and the
-batches, and each trains on its own loss (the estimators' ``get_loss``).
+missed scikit-learn's MLP by one row of 38 on 3 of 20 seeds, 3 averaged networks on 1 (README,
+the training section, which has the other sets). The networks keep their own weight and
+activation quantizers: members inside one network, sharing them, still missed on 2 of the 20
+seeds. They share the input grid (the client quantizes once) and the batches, and each trains
+on its own loss (the estimators' ``get_loss``).
 
 One circuit computes them side by side. Its output is their outputs concatenated, one block
 per network on that network's scale; the client dequantizes each block and averages them
