@@ -17,7 +17,7 @@ from ..quantization.bounds import check_certified_bits
 from ..quantization.module import FHE_MODES
 from ..quantization.tabulation import bootstraps
 from ..torch import build_brevitas_qat_model
-from ..torch.averaged import MAX_NETWORKS, AveragedNetworks
+from ..torch.averaged import AveragedNetworks, check_n_networks
 from ..torch.network import SparseQuantNeuralNetwork
 from .callbacks import QuietPrintLog, training_callbacks
 from .dense_rows import dense_rows
@@ -53,18 +53,6 @@ def resolve_fhe_mode(execute_in_fhe: bool, fhe: str | None) -> str:
 
 TRAINED_NETWORKS = (SparseQuantNeuralNetwork, AveragedNetworks)
 """The modules that train with their rounding and pruning, and rebuild to a saved layout."""
-
-
-def _checked_n_networks(n_networks) -> int:
-    """``n_networks`` if valid, else ValueError naming the fix (before any training)."""
-    if isinstance(n_networks, bool) or not isinstance(n_networks, int):
-        raise ValueError(f"n_networks must be an integer, got {n_networks!r}.")
-    if not 1 <= n_networks <= MAX_NETWORKS:
-        raise ValueError(
-            f"n_networks must be in 1..{MAX_NETWORKS}, got {n_networks}: 1 trains one network; "
-            "more average that many in one circuit, at that many times its bootstraps."
-        )
-    return n_networks
 
 
 def _is_subclass(module, cls: type) -> bool:
@@ -180,7 +168,7 @@ class FHEEstimatorMixin:
         """skorch's, then a check that the integer model will import the network's activation
         (a ValueError now, instead of after training), and ``n_networks`` of them averaged
         when asked (the first is the network a single fit would train)."""
-        n_networks = _checked_n_networks(self.n_networks)
+        n_networks = check_n_networks(self.n_networks)
         super().initialize_module()
         if isinstance(self.module_, SparseQuantNeuralNetwork):
             check_activation_imports(self.module_)

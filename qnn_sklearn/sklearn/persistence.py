@@ -24,6 +24,7 @@ import inspect
 import io
 import zipfile
 from collections.abc import Iterable, Mapping
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -31,6 +32,8 @@ from sklearn.preprocessing import LabelEncoder
 
 from .. import file_format, safe_zip
 from ..quantization.compile_options import CompileOptions
+from ..quantization.rounding import RoundingPlan
+from ..torch.averaged import AveragedNetworks, check_n_networks
 from ..torch.network import SparseQuantNeuralNetwork, rebuild_network
 from .qnn import NeuralNetClassifier, NeuralNetRegressor
 from .saved_network import (
@@ -96,40 +99,83 @@ def load(file, trusted: Iterable | None = None) -> Estimator:
         }
         if params.get("module", SparseQuantNeuralNetwork) is not SparseQuantNeuralNetwork:
             raise ValueError("parameter 'module': load rebuilds only SparseQuantNeuralNetwork.")
-        network_spec = _object(manifest, "network")
-        init_kwargs = _decode(
-            network_spec.get("init_kwargs"),
-            "the network's init_kwargs",
-            _allowed(ACTIVATION, trusted_objects),
-        )
-        if not isinstance(init_kwargs, dict):
-            raise ValueError(f"{MANIFEST}: network.init_kwargs must be an object.")
-        full_widths = network_widths(init_kwargs, "network.init_kwargs")
-        widths = checked_widths(network_spec.get("hidden_widths"), full_widths)
-        # files written before the plan was saved have none to check
-        has_plan = "rounding_plan" in network_spec
-        plan = saved_rounding_plan(network_spec.get("rounding_plan"), widths)
+        n_networks = check_n_networks(params.get("n_networks", 1))
+        saved = [
+            _read_network(archive, spec, n_networks, trusted_objects)
+            for spec in _network_specs(manifest, n_networks)
+        ]
+        if any(network.init_kwargs != saved[0].init_kwargs for network in saved):
+            raise ValueError(f"{MANIFEST}: the averaged networks' init_kwargs differ.")
         compile_options = _saved_compile_options(manifest.get("compile_options"))
-        state = read_state(archive, network_spec.get("state"), widths)
     estimator = estimator_class(**params)
     _restore_fitted(estimator, _object(manifest, "fitted"))
     if compile_options is not None:
         estimator.saved_compile_options_ = compile_options
-    # skorch's initialize() builds a network from these before the saved one replaces it.
-    network_widths(estimator.get_params_for("module"), "the module__ parameters and fitted sizes")
-    try:
-        network = rebuild_network(init_kwargs, widths[1:-1], state).eval()
-    except RuntimeError as error:
-        raise ValueError(
-            f"{MANIFEST}: network.state does not fit network.init_kwargs: {error}"
-        ) from None
-    if has_plan:
-        check_rounding_plan(plan, network)
-    _install_network(estimator, network)
+    # skorch's initialize() builds networks from these before the saved ones replace them.
+    network_widths(
+        estimator.get_params_for("module"), "the module__ parameters and fitted sizes", n_networks
+    )
+    networks = [network.rebuilt() for network in saved]
+    _install_network(
+        estimator, networks[0] if n_networks == 1 else AveragedNetworks(networks).eval()
+    )
     return estimator
 
 
-def _install_network(estimator: Estimator, network: SparseQuantNeuralNetwork) -> None:
+def _network_specs(manifest: dict, n_networks: int) -> list[dict]:
+    """The manifest's network entries: ``network``, or the list ``networks`` of averaged ones
+    (as many as the ``n_networks`` parameter says)."""
+    if n_networks == 1:
+        return [_object(manifest, "network")]
+    specs = manifest.get("networks")
+    if not (isinstance(specs, list) and len(specs) == n_networks):
+        raise ValueError(f"{MANIFEST}: 'networks' must be a list of n_networks={n_networks}.")
+    if not all(isinstance(spec, dict) for spec in specs):
+        raise ValueError(f"{MANIFEST}: each of 'networks' must be a JSON object.")
+    return specs
+
+
+class _SavedNetwork(NamedTuple):
+    """One network's entry, checked, and its tensors, read."""
+
+    init_kwargs: dict
+    widths: list[int]
+    plan: RoundingPlan | None
+    has_plan: bool
+    state: dict
+
+    def rebuilt(self) -> SparseQuantNeuralNetwork:
+        """The network, refused unless its tensors fit its arguments and its weights make the
+        saved rounding plan."""
+        try:
+            network = rebuild_network(self.init_kwargs, self.widths[1:-1], self.state).eval()
+        except RuntimeError as error:
+            raise ValueError(
+                f"{MANIFEST}: network.state does not fit network.init_kwargs: {error}"
+            ) from None
+        if self.has_plan:
+            check_rounding_plan(self.plan, network)
+        return network
+
+
+def _read_network(archive, spec: dict, n_networks: int, trusted_objects) -> _SavedNetwork:
+    init_kwargs = _decode(
+        spec.get("init_kwargs"), "the network's init_kwargs", _allowed(ACTIVATION, trusted_objects)
+    )
+    if not isinstance(init_kwargs, dict):
+        raise ValueError(f"{MANIFEST}: network.init_kwargs must be an object.")
+    full_widths = network_widths(init_kwargs, "network.init_kwargs", n_networks)
+    widths = checked_widths(spec.get("hidden_widths"), full_widths)
+    # files written before the plan was saved have none to check
+    has_plan = "rounding_plan" in spec
+    plan = saved_rounding_plan(spec.get("rounding_plan"), widths)
+    state = read_state(archive, spec.get("state"), widths)
+    return _SavedNetwork(init_kwargs, widths, plan, has_plan, state)
+
+
+def _install_network(
+    estimator: Estimator, network: SparseQuantNeuralNetwork | AveragedNetworks
+) -> None:
     """What ``fit`` leaves behind: skorch's components, the trained network, its integer model.
 
     skorch's ``initialize`` builds a fresh network too (it consumes random numbers, hence the

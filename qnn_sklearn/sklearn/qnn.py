@@ -91,7 +91,7 @@ class NeuralNetClassifier(FHEEstimatorMixin, skorch.NeuralNetClassifier):
         Why: on a small training set the seed moves test rows either way. At the defaults,
         iris missed scikit-learn's MLP by one row of 38 on 3 of 20 seeds, 3 networks on 1;
         they also raised the worst seed of breast_cancer, digits and diabetes, but not of
-        wine (README, the training section). ``dump`` saves only single networks.
+        wine (README, the training section).
     **kwargs
         Any skorch ``NeuralNetClassifier`` argument.
     """

@@ -38,10 +38,11 @@ _NPY_HEADER_BYTES = 10_012
 _BIT_WIDTHS = ("n_w_bits", "n_a_bits", "n_accum_bits", "n_input_bits", "rounding_threshold_bits")
 
 
-def network_widths(kwargs: Mapping, where: str) -> list[int]:
+def network_widths(kwargs: Mapping, where: str, n_networks: int = 1) -> list[int]:
     """Widths [inputs, hidden..., outputs] that ``SparseQuantNeuralNetwork(**kwargs)`` would
     allocate, refused with ``ValueError`` past :data:`MAX_LAYERS`, :data:`MAX_NETWORK_WEIGHTS`
-    and ``safe_zip``'s declared-size limits, before anything is allocated."""
+    (over all ``n_networks`` such networks, averaged) and ``safe_zip``'s declared-size limits,
+    before anything is allocated."""
     defaults = inspect.signature(SparseQuantNeuralNetwork).parameters
 
     def declared(name: str, limit: int) -> int:
@@ -62,11 +63,12 @@ def network_widths(kwargs: Mapping, where: str) -> list[int]:
             f"the limit of {safe_zip.MAX_DECLARED_WIDTH} (qnn_sklearn.safe_zip.MAX_DECLARED_WIDTH)."
         )
     widths = layer_widths(input_dim, n_layers, n_outputs, multiplier)
-    n_weights = sum(a * b for a, b in zip(widths[:-1], widths[1:]))
+    n_weights = n_networks * sum(a * b for a, b in zip(widths[:-1], widths[1:]))
     if n_weights > MAX_NETWORK_WEIGHTS:
         raise ValueError(
-            f"{where}: widths {widths} make {n_weights} weights, over the limit of "
-            f"{MAX_NETWORK_WEIGHTS} (qnn_sklearn.sklearn.saved_network.MAX_NETWORK_WEIGHTS)."
+            f"{where}: {n_networks} network(s) of widths {widths} make {n_weights} weights, "
+            f"over the limit of {MAX_NETWORK_WEIGHTS} "
+            "(qnn_sklearn.sklearn.saved_network.MAX_NETWORK_WEIGHTS)."
         )
     return widths
 

@@ -9,6 +9,9 @@ Layout of the zip::
     module/<i>.npy   one tensor of the network's state_dict each, written with
                      ``allow_pickle=False``
 
+Networks averaged by ``n_networks`` have a list ``networks`` in the manifest instead of
+``network``, one entry per network, and their tensors under ``networks/<k>/<i>.npy``.
+
 Classes among the parameters (activation, optimizer, criterion, ...) are stored as import paths
 ``"module:qualname"``. :mod:`.persistence` reads such a file back without trusting it. Writing
 needs nothing of the estimators' own modules, so they can import this one.
@@ -37,6 +40,7 @@ from .. import __version__, file_format
 from ..quantization.compile_options import CompileOptions
 from ..quantization.module import QuantizedModule
 from ..quantization.rounding import RoundingPlan
+from ..torch.averaged import AveragedNetworks
 from ..torch.network import SparseQuantNeuralNetwork
 from .import_paths import importable_path
 
@@ -56,7 +60,7 @@ class DumpableEstimator(Protocol):
     """What ``dump`` reads of an estimator: scikit-learn's parameters, skorch's network and the
     integer model (for its compile options)."""
 
-    module_: SparseQuantNeuralNetwork
+    module_: SparseQuantNeuralNetwork | AveragedNetworks
     quantized_module_: QuantizedModule
 
     def get_params(self, deep: bool = True) -> dict: ...
@@ -69,20 +73,19 @@ def dump(estimator: DumpableEstimator, file) -> None:
     leaves no half-written file behind.
     """
     check_is_fitted(estimator)
-    network = estimator.module_
-    if not isinstance(network, SparseQuantNeuralNetwork):
+    module = estimator.module_
+    if isinstance(module, SparseQuantNeuralNetwork):
+        network, arrays = _network_spec(module, "module/")
+        networks = {"network": network}
+    elif isinstance(module, AveragedNetworks):
+        specs = [_network_spec(net, f"networks/{k}/") for k, net in enumerate(module.networks)]
+        networks = {"networks": [spec for spec, _ in specs]}
+        arrays = {member: array for _, saved in specs for member, array in saved.items()}
+    else:
         raise ValueError(
-            f"dump saves estimators whose module is SparseQuantNeuralNetwork; this one has "
-            f"{type(network).__name__}. Averaged networks are not saved: fit with "
-            "n_networks=1 to dump."
+            f"dump saves estimators whose module is SparseQuantNeuralNetwork (or networks "
+            f"averaged by n_networks); this one has {type(module).__name__}."
         )
-    state = {name: tensor.detach().cpu().numpy() for name, tensor in network.state_dict().items()}
-    files = {name: f"module/{index}.npy" for index, name in enumerate(state)}
-    # prune() sets the percentage on the network after construction.
-    init_kwargs = {
-        **network.init_kwargs,
-        "n_prune_neurons_percentage": network.n_prune_neurons_percentage,
-    }
     manifest = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -94,21 +97,35 @@ def dump(estimator: DumpableEstimator, file) -> None:
             for name, value in estimator.get_params(deep=False).items()
             if not name.startswith("_")
         },
-        "network": {
-            "init_kwargs": _encode(init_kwargs, "the network's init_kwargs"),
-            "hidden_widths": network.hidden_widths(),
-            "rounding_plan": _rounding_plan_to_json(network.rounding_plan()),
-            "state": files,
-        },
+        **networks,
         "fitted": _fitted_to_json(estimator),
         "compile_options": _compile_options_to_json(_compile_options(estimator)),
     }
     with _open_zip_for_writing(file) as archive:
         archive.writestr(MANIFEST, json.dumps(manifest, indent=1))
-        for name, array in state.items():
+        for member, array in arrays.items():
             buffer = io.BytesIO()
             np.save(buffer, array, allow_pickle=False)
-            archive.writestr(files[name], buffer.getvalue())
+            archive.writestr(member, buffer.getvalue())
+
+
+def _network_spec(network: SparseQuantNeuralNetwork, prefix: str) -> tuple[dict, dict]:
+    """One network's manifest entry, and its tensors by the member names (``prefix<i>.npy``)
+    the entry gives them."""
+    state = {name: tensor.detach().cpu().numpy() for name, tensor in network.state_dict().items()}
+    files = {name: f"{prefix}{index}.npy" for index, name in enumerate(state)}
+    # prune() sets the percentage on the network after construction.
+    init_kwargs = {
+        **network.init_kwargs,
+        "n_prune_neurons_percentage": network.n_prune_neurons_percentage,
+    }
+    spec = {
+        "init_kwargs": _encode(init_kwargs, "the network's init_kwargs"),
+        "hidden_widths": network.hidden_widths(),
+        "rounding_plan": _rounding_plan_to_json(network.rounding_plan()),
+        "state": files,
+    }
+    return spec, {files[name]: array for name, array in state.items()}
 
 
 def _compile_options(estimator) -> CompileOptions | None:

@@ -25,6 +25,18 @@ MAX_NETWORKS = MAX_AVERAGED_BLOCKS
 """Most networks averaged: as many blocks as a saved output stage may average."""
 
 
+def check_n_networks(n_networks) -> int:
+    """``n_networks`` (the estimators' setting) if valid, else ValueError naming the fix."""
+    if isinstance(n_networks, bool) or not isinstance(n_networks, int):
+        raise ValueError(f"n_networks must be an integer, got {str(n_networks)[:100]!r}.")
+    if not 1 <= n_networks <= MAX_NETWORKS:
+        raise ValueError(
+            f"n_networks must be in 1..{MAX_NETWORKS}, got {n_networks}: 1 trains one network; "
+            "more average that many in one circuit, at that many times its bootstraps."
+        )
+    return n_networks
+
+
 class AveragedNetworks(nn.Module):
     """SparseQuantNeuralNetworks of one configuration, on the first one's input quantizer.
 

@@ -3,17 +3,24 @@ one circuit (torch/averaged.py)."""
 
 from __future__ import annotations
 
+import io
+import json
+import zipfile
+
 import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
 
+import qnn_sklearn
 from qnn_sklearn import NeuralNetClassifier, NeuralNetRegressor
 from qnn_sklearn.deployment import FHEModelClient, FHEModelDev, FHEModelServer
 from qnn_sklearn.postprocessing import softmax
 from qnn_sklearn.quantization.stages import BlockMean, stage_from_json
+from qnn_sklearn.sklearn import saved_network
 from qnn_sklearn.torch import build_brevitas_qat_model
 from qnn_sklearn.torch.averaged import AveragedNetworks
+from qnn_sklearn.torch.network import SparseQuantNeuralNetwork
 
 SMALL = {"module__n_layers": 3, "module__n_hidden_neurons_multiplier": 1, "max_epochs": 30}
 """Three layers (two rounded hidden layers per network) of 4 neurons: few bootstraps."""
@@ -165,9 +172,75 @@ def test_prune_and_copies_keep_one_input_grid(averaged, iris_split):
     assert all(network.input_quant is first.input_quant for network in others)
 
 
-def test_dump_refuses_averaged_networks(averaged, tmp_path):
-    with pytest.raises(ValueError, match="n_networks=1"):
-        averaged.dump(tmp_path / "model.qnn")
+def test_dump_and_load_keep_the_averaged_networks(averaged, iris_split, tmp_path):
+    """The file holds each network; the loaded estimator predicts as the dumped one, and its
+    networks read one input quantizer."""
+    _, X_test, _, _ = iris_split
+    averaged.dump(tmp_path / "model.qnn")
+    loaded = qnn_sklearn.load(tmp_path / "model.qnn")
+    assert isinstance(loaded.module_, AveragedNetworks) and loaded.n_networks == 3
+    np.testing.assert_array_equal(loaded.predict_proba(X_test), averaged.predict_proba(X_test))
+    first, *others = loaded.module_.networks
+    assert all(network.input_quant is first.input_quant for network in others)
+
+
+def _dumped_with(averaged, tmp_path, change) -> io.BytesIO:
+    """``averaged`` dumped, its manifest passed through ``change``."""
+    averaged.dump(tmp_path / "model.qnn")
+    out = io.BytesIO()
+    with zipfile.ZipFile(tmp_path / "model.qnn") as old, zipfile.ZipFile(out, "w") as new:
+        for name in old.namelist():
+            content = old.read(name)
+            if name == "manifest.json":
+                manifest = json.loads(content)
+                change(manifest)
+                content = json.dumps(manifest)
+            new.writestr(name, content)
+    out.seek(0)
+    return out
+
+
+def _drop_a_network(manifest):
+    manifest["networks"].pop()
+
+
+def _other_configuration(manifest):
+    manifest["networks"][1]["init_kwargs"]["value"]["n_a_bits"] = 4
+
+
+def _too_many_networks(manifest):
+    manifest["params"]["n_networks"] = 1000
+
+
+def _single_network_entry(manifest):
+    manifest["network"] = manifest.pop("networks")[0]
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (_drop_a_network, "must be a list of n_networks=3"),
+        (_other_configuration, "init_kwargs differ"),
+        (_too_many_networks, "n_networks must be in 1..64"),
+        (_single_network_entry, "must be a list of n_networks=3"),
+    ],
+    ids=lambda value: getattr(value, "__name__", ""),
+)
+def test_a_crafted_averaged_file_is_refused(averaged, tmp_path, change, message):
+    with pytest.raises(ValueError, match=message):
+        qnn_sklearn.load(_dumped_with(averaged, tmp_path, change))
+
+
+def test_averaged_networks_count_against_the_weight_limit(averaged, tmp_path, monkeypatch):
+    """The limit on the weights a file may declare holds over all its networks: three
+    networks of a third of the limit each are refused."""
+    n_weights = sum(
+        linear.in_features * linear.out_features
+        for linear in SparseQuantNeuralNetwork(**averaged.module_.init_kwargs).linears
+    )
+    monkeypatch.setattr(saved_network, "MAX_NETWORK_WEIGHTS", 2 * n_weights)
+    with pytest.raises(ValueError, match="3 network\\(s\\) of widths"):
+        qnn_sklearn.load(_dumped_with(averaged, tmp_path, lambda manifest: None))
 
 
 @pytest.mark.parametrize("blocks", [0, 65, 2.0, True, "3", None], ids=repr)
