@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import io
+import json
+import zipfile
+
 import numpy as np
 import pytest
 from sklearn.datasets import load_iris
@@ -40,3 +44,25 @@ def iris_classifier(iris_split, insecure_fhe_configuration):
     )
     model.compile(X_train, configuration=insecure_fhe_configuration)
     return model
+
+
+def _rewrite_manifest(source, change) -> io.BytesIO:
+    """A copy of a dumped zip (bytes or a path) whose manifest went through ``change``."""
+    source = io.BytesIO(source) if isinstance(source, bytes) else source
+    out = io.BytesIO()
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(out, "w") as new:
+        for name in old.namelist():
+            content = old.read(name)
+            if name == "manifest.json":
+                manifest = json.loads(content)
+                change(manifest)
+                content = json.dumps(manifest)
+            new.writestr(name, content)
+    out.seek(0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def rewrite_manifest():
+    """``rewrite_manifest(source, change)``: see :func:`_rewrite_manifest`."""
+    return _rewrite_manifest

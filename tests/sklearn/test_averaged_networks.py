@@ -3,10 +3,6 @@ one circuit (torch/averaged.py)."""
 
 from __future__ import annotations
 
-import io
-import json
-import zipfile
-
 import numpy as np
 import pytest
 import torch
@@ -184,22 +180,6 @@ def test_dump_and_load_keep_the_averaged_networks(averaged, iris_split, tmp_path
     assert all(network.input_quant is first.input_quant for network in others)
 
 
-def _dumped_with(averaged, tmp_path, change) -> io.BytesIO:
-    """``averaged`` dumped, its manifest passed through ``change``."""
-    averaged.dump(tmp_path / "model.qnn")
-    out = io.BytesIO()
-    with zipfile.ZipFile(tmp_path / "model.qnn") as old, zipfile.ZipFile(out, "w") as new:
-        for name in old.namelist():
-            content = old.read(name)
-            if name == "manifest.json":
-                manifest = json.loads(content)
-                change(manifest)
-                content = json.dumps(manifest)
-            new.writestr(name, content)
-    out.seek(0)
-    return out
-
-
 def _drop_a_network(manifest):
     manifest["networks"].pop()
 
@@ -226,21 +206,23 @@ def _single_network_entry(manifest):
     ],
     ids=lambda value: getattr(value, "__name__", ""),
 )
-def test_a_crafted_averaged_file_is_refused(averaged, tmp_path, change, message):
+def test_a_crafted_averaged_file_is_refused(averaged, tmp_path, rewrite_manifest, change, message):
+    averaged.dump(tmp_path / "model.qnn")
     with pytest.raises(ValueError, match=message):
-        qnn_sklearn.load(_dumped_with(averaged, tmp_path, change))
+        qnn_sklearn.load(rewrite_manifest(tmp_path / "model.qnn", change))
 
 
 def test_averaged_networks_count_against_the_weight_limit(averaged, tmp_path, monkeypatch):
     """The limit on the weights a file may declare holds over all its networks: three
-    networks of a third of the limit each are refused."""
+    networks of half the limit each are refused."""
+    averaged.dump(tmp_path / "model.qnn")
     n_weights = sum(
         linear.in_features * linear.out_features
         for linear in SparseQuantNeuralNetwork(**averaged.module_.init_kwargs).linears
     )
     monkeypatch.setattr(saved_network, "MAX_NETWORK_WEIGHTS", 2 * n_weights)
     with pytest.raises(ValueError, match="3 network\\(s\\) of widths"):
-        qnn_sklearn.load(_dumped_with(averaged, tmp_path, lambda manifest: None))
+        qnn_sklearn.load(tmp_path / "model.qnn")
 
 
 @pytest.mark.parametrize("blocks", [0, 65, 2.0, True, "3", None], ids=repr)

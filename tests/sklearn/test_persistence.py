@@ -48,21 +48,6 @@ def _public_params(estimator) -> dict:
     return {k: v for k, v in estimator.get_params(deep=False).items() if not k.startswith("_")}
 
 
-def _rewrite_manifest(source: bytes, change) -> io.BytesIO:
-    """A copy of a dumped zip whose manifest went through ``change``."""
-    out = io.BytesIO()
-    with zipfile.ZipFile(io.BytesIO(source)) as old, zipfile.ZipFile(out, "w") as new:
-        for name in old.namelist():
-            content = old.read(name)
-            if name == MANIFEST:
-                manifest = json.loads(content)
-                change(manifest)
-                content = json.dumps(manifest)
-            new.writestr(name, content)
-    out.seek(0)
-    return out
-
-
 def _dumped(estimator) -> bytes:
     buffer = io.BytesIO()
     estimator.dump(buffer)
@@ -161,18 +146,20 @@ def _set_plan(plan):
     ],
     ids=["another plan", "no plan", "another threshold", "no threshold"],
 )
-def test_a_plan_the_weights_do_not_make_is_refused(rounded, change):
-    source = _rewrite_manifest(_dumped(rounded), change)
+def test_a_plan_the_weights_do_not_make_is_refused(rounded, change, rewrite_manifest):
+    source = rewrite_manifest(_dumped(rounded), change)
     with pytest.raises(ValueError, match=r"network.rounding_plan: the file says .*corrupted"):
         qnn_sklearn.load(source)
 
 
-def test_files_written_before_the_plan_and_compile_options_still_load(rounded, data):
+def test_files_written_before_the_plan_and_compile_options_still_load(
+    rounded, data, rewrite_manifest
+):
     def written_before(manifest):
         del manifest["network"]["rounding_plan"], manifest["compile_options"]
 
     X, _ = data
-    loaded = qnn_sklearn.load(_rewrite_manifest(_dumped(rounded), written_before))
+    loaded = qnn_sklearn.load(rewrite_manifest(_dumped(rounded), written_before))
     assert loaded.fhe_report()["layers"] == rounded.fhe_report()["layers"]
     assert not hasattr(loaded, "saved_compile_options_")
     assert np.array_equal(loaded.predict_proba(X), rounded.predict_proba(X))
@@ -233,20 +220,20 @@ def test_file_holds_no_pickle(classifier):
                 assert array.dtype != object
 
 
-def test_unknown_format_version_is_refused(classifier):
-    source = _rewrite_manifest(_dumped(classifier), lambda m: m.update(format_version=99))
+def test_unknown_format_version_is_refused(classifier, rewrite_manifest):
+    source = rewrite_manifest(_dumped(classifier), lambda m: m.update(format_version=99))
     with pytest.raises(
         ValueError, match=f"format version 99.*reads format version {FORMAT_VERSION}"
     ):
         qnn_sklearn.load(source)
 
 
-def test_import_paths_outside_the_allow_list_are_refused(classifier):
+def test_import_paths_outside_the_allow_list_are_refused(classifier, rewrite_manifest):
     def point_criterion_at(path):
         return lambda m: m["params"].update(criterion={"kind": "import", "value": path})
 
     for path in ("os:sep", "no_such_module:Loss", "torch.optim.adam:Adam"):
-        source = _rewrite_manifest(_dumped(classifier), point_criterion_at(path))
+        source = rewrite_manifest(_dumped(classifier), point_criterion_at(path))
         with pytest.raises(ValueError, match=f"parameter 'criterion': '{path}' is not on the"):
             qnn_sklearn.load(source)
 
@@ -260,12 +247,12 @@ def test_callables_are_stored_as_import_paths(classifier):
     assert loaded.module_.init_kwargs["activation_function"] is torch.nn.ReLU
 
 
-def test_file_naming_the_network_by_its_former_path_loads(classifier, data):
+def test_file_naming_the_network_by_its_former_path_loads(classifier, data, rewrite_manifest):
     """Files written before the network moved to qnn_sklearn.torch.network still load."""
     former = "qnn_sklearn.sklearn.qnn_module:SparseQuantNeuralNetwork"
     with zipfile.ZipFile(io.BytesIO(_dumped(classifier))) as archive:
         assert json.loads(archive.read(MANIFEST))["params"]["module"]["value"] != former
-    source = _rewrite_manifest(
+    source = rewrite_manifest(
         _dumped(classifier),
         lambda m: m["params"].update(module={"kind": "import", "value": former}),
     )
