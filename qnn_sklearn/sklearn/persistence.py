@@ -159,6 +159,8 @@ class _SavedNetwork(NamedTuple):
 
 
 def _read_network(archive, spec: dict, n_networks: int, trusted_objects) -> _SavedNetwork:
+    """One network entry: its arguments decoded against the allow-list and bounded (with
+    ``n_networks`` networks of them), its widths and plan checked, its tensors read."""
     init_kwargs = _decode(
         spec.get("init_kwargs"), "the network's init_kwargs", _allowed(ACTIVATION, trusted_objects)
     )
