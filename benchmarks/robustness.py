@@ -50,7 +50,7 @@ import numpy as np
 import skorch
 import torch
 from sklearn.datasets import make_classification
-from sklearn.metrics import accuracy_score, r2_score
+from sklearn.metrics import accuracy_score
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 from skorch.callbacks import Callback
 
@@ -59,7 +59,7 @@ import report  # noqa: E402
 from circuit_cost import floor_seconds, report_pbs  # noqa: E402
 from pbs_floor import load_floor  # noqa: E402
 from tasks import TASKS, checkerboard, load  # noqa: E402
-from training import FloatMLP  # noqa: E402
+from training import FloatMLP, metric  # noqa: E402
 
 from qnn_sklearn import NeuralNetClassifier  # noqa: E402
 from qnn_sklearn.torch.network import SparseQuantNeuralNetwork  # noqa: E402
@@ -156,7 +156,6 @@ def defaults_rows(smoke: bool, floor: dict | None, names: list[str]) -> Iterator
     for name in names:
         task = TASKS[name]
         X_train, X_test, y_train, y_test = load(name)
-        score = _score(task)
         mlp = _mlp_score(task, 0, (X_train, X_test, y_train, y_test))
         extra = _task_settings(task, smoke)
         for seed in seeds:
@@ -168,7 +167,7 @@ def defaults_rows(smoke: bool, floor: dict | None, names: list[str]) -> Iterator
                 "task": name,
                 "kind": task.kind,
                 "seed": seed,
-                "ours": float(score(y_test, model.predict(X_test))),
+                "ours": metric(task, y_test, model.predict(X_test)),
                 "mlp": mlp,
                 "epochs": model.training_epochs_,
                 "hidden_widths": model.module_.hidden_widths(),
@@ -182,17 +181,13 @@ def defaults_rows(smoke: bool, floor: dict | None, names: list[str]) -> Iterator
             yield row
 
 
-def _score(task):
-    return accuracy_score if task.kind == "classification" else r2_score
-
-
 def _mlp_score(task, seed: int, split) -> float:
     """scikit-learn's MLP of the task's kind at its defaults (``max_iter=500``), on the test
     split."""
     X_train, X_test, y_train, y_test = split
     classification = task.kind == "classification"
     peer = (MLPClassifier if classification else MLPRegressor)(random_state=seed, max_iter=500)
-    return float(_score(task)(y_test, peer.fit(X_train, y_train).predict(X_test)))
+    return metric(task, y_test, peer.fit(X_train, y_train).predict(X_test))
 
 
 def _task_settings(task, smoke: bool) -> dict:
@@ -212,7 +207,7 @@ def spread_rows(smoke: bool, names: list[str], n_seeds: int, n_networks: int) ->
     for name in names:
         task = TASKS[name]
         split = X_train, X_test, y_train, y_test = load(name)
-        score, extra = _score(task), _task_settings(task, smoke)
+        extra = _task_settings(task, smoke)
         for seed in range(n_seeds):
             single = task.estimator(random_state=seed, **extra).fit(X_train, y_train)
             averaged = task.estimator(random_state=seed, n_networks=n_networks, **extra)
@@ -221,9 +216,9 @@ def spread_rows(smoke: bool, names: list[str], n_seeds: int, n_networks: int) ->
                 "task": name,
                 "kind": task.kind,
                 "seed": seed,
-                "ours": float(score(y_test, single.predict(X_test))),
+                "ours": metric(task, y_test, single.predict(X_test)),
                 "n_networks": n_networks,
-                "averaged": float(score(y_test, averaged.predict(X_test))),
+                "averaged": metric(task, y_test, averaged.predict(X_test)),
                 "mlp": _mlp_score(task, seed, split),
                 "pbs_count": single.fhe_report()["pbs_count"],
                 "averaged_pbs_count": averaged.fhe_report()["pbs_count"],
@@ -337,7 +332,7 @@ def _defaults_line(rows: list[dict]) -> list:
     best = min(rows, key=lambda row: row["gap"])
     return [
         first["task"],
-        "accuracy" if first["kind"] == "classification" else "R²",
+        TASKS[first["task"]].metric_name,
         f"{first['mlp']:.3f}",
         f"{first['ours']:.3f} ({first['gap']:+.3f})",
         f"{worst['ours']:.3f} ({worst['gap']:+.3f})",
@@ -531,7 +526,7 @@ def _spread_line(rows: list[dict]) -> list:
 
     return [
         rows[0]["task"],
-        "accuracy" if rows[0]["kind"] == "classification" else "R²",
+        TASKS[rows[0]["task"]].metric_name,
         len(rows),
         spread("mlp"),
         spread("ours"),

@@ -75,11 +75,11 @@ def dump(estimator: DumpableEstimator, file) -> None:
     check_is_fitted(estimator)
     module = estimator.module_
     if isinstance(module, SparseQuantNeuralNetwork):
-        network, arrays = _network_spec(module, "module/")
-        networks = {"network": network}
+        spec, arrays = _network_spec(module, "module/")
+        entries = {"network": spec}
     elif isinstance(module, AveragedNetworks):
         specs = [_network_spec(net, f"networks/{k}/") for k, net in enumerate(module.networks)]
-        networks = {"networks": [spec for spec, _ in specs]}
+        entries = {"networks": [spec for spec, _ in specs]}
         arrays = {member: array for _, saved in specs for member, array in saved.items()}
     else:
         raise ValueError(
@@ -97,7 +97,7 @@ def dump(estimator: DumpableEstimator, file) -> None:
             for name, value in estimator.get_params(deep=False).items()
             if not name.startswith("_")
         },
-        **networks,
+        **entries,
         "fitted": _fitted_to_json(estimator),
         "compile_options": _compile_options_to_json(_compile_options(estimator)),
     }
