@@ -43,6 +43,7 @@ import platform
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -155,8 +156,8 @@ def defaults_rows(smoke: bool, floor: dict | None, names: list[str]) -> Iterator
     names, seeds = (("iris",), (0,)) if smoke else (names, DEFAULTS_SEEDS)
     for name in names:
         task = TASKS[name]
-        X_train, X_test, y_train, y_test = load(name)
-        mlp = _mlp_score(task, 0, (X_train, X_test, y_train, y_test))
+        split = X_train, X_test, y_train, y_test = load(name)
+        mlp = metric(task, y_test, _mlp_predictions(task, 0, split))
         extra = _task_settings(task, smoke)
         for seed in seeds:
             start = time.perf_counter()
@@ -181,13 +182,20 @@ def defaults_rows(smoke: bool, floor: dict | None, names: list[str]) -> Iterator
             yield row
 
 
-def _mlp_score(task, seed: int, split) -> float:
-    """scikit-learn's MLP of the task's kind at its defaults (``max_iter=500``), on the test
-    split."""
-    X_train, X_test, y_train, y_test = split
+def _mlp_predictions(task, seed: int, split) -> np.ndarray:
+    """scikit-learn's MLP of the task's kind at its defaults (``max_iter=500``): its
+    predictions on the test split."""
+    X_train, X_test, y_train, _ = split
     classification = task.kind == "classification"
     peer = (MLPClassifier if classification else MLPRegressor)(random_state=seed, max_iter=500)
-    return metric(task, y_test, peer.fit(X_train, y_train).predict(X_test))
+    return peer.fit(X_train, y_train).predict(X_test)
+
+
+def _missed_rows(task, y_test, y_pred) -> list[int] | None:
+    """A classifier's wrong test rows (their indices in the split); None for a regressor."""
+    if task.kind != "classification":
+        return None
+    return np.flatnonzero(np.asarray(y_pred) != y_test).tolist()
 
 
 def _task_settings(task, smoke: bool) -> dict:
@@ -212,14 +220,22 @@ def spread_rows(smoke: bool, names: list[str], n_seeds: int, n_networks: int) ->
             single = task.estimator(random_state=seed, **extra).fit(X_train, y_train)
             averaged = task.estimator(random_state=seed, n_networks=n_networks, **extra)
             averaged.fit(X_train, y_train)
+            predictions = {
+                "ours": single.predict(X_test),
+                "averaged": averaged.predict(X_test),
+                "mlp": _mlp_predictions(task, seed, split),
+            }
             yield {
                 "task": name,
                 "kind": task.kind,
                 "seed": seed,
-                "ours": metric(task, y_test, single.predict(X_test)),
+                "test_rows": len(y_test),
+                **{key: metric(task, y_test, y_pred) for key, y_pred in predictions.items()},
+                **{
+                    f"{key}_missed": _missed_rows(task, y_test, y_pred)
+                    for key, y_pred in predictions.items()
+                },
                 "n_networks": n_networks,
-                "averaged": metric(task, y_test, averaged.predict(X_test)),
-                "mlp": _mlp_score(task, seed, split),
                 "pbs_count": single.fhe_report()["pbs_count"],
                 "averaged_pbs_count": averaged.fhe_report()["pbs_count"],
             }
@@ -509,6 +525,23 @@ def write_markdown(data: dict, path: Path) -> None:
             [_spread_line(rows) for rows in _by_task(part["rows"]).values()],
         )
         lines.append("")
+        missed = [
+            rows
+            for rows in _by_task(part["rows"]).values()
+            if rows[0].get("ours_missed") is not None
+        ]
+        if missed:
+            lines += [
+                "The test rows each classifier got wrong, as `row ×seeds` (the row's index in "
+                "the test split; × the number of seeds that missed it, when more than one): "
+                "whether a seed's miss is a row that others get right.",
+                "",
+            ]
+            lines += report.table(
+                ["task", "test rows", "ours", "averaged", "MLP"],
+                [_missed_line(rows) for rows in missed],
+            )
+            lines.append("")
     report.write(path, lines)
 
 
@@ -535,6 +568,23 @@ def _spread_line(rows: list[dict]) -> list:
         spread("averaged"),
         within("averaged"),
         f"{rows[0]['pbs_count']} / {rows[0]['averaged_pbs_count']}",
+    ]
+
+
+def _missed_line(rows: list[dict]) -> list:
+    """One classification task's wrong test rows over its seeds, most often missed first."""
+
+    def counted(key: str) -> str:
+        counts = Counter(index for row in rows for index in row[f"{key}_missed"])
+        ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+        return ", ".join(f"{index} ×{n}" if n > 1 else str(index) for index, n in ranked) or "–"
+
+    return [
+        rows[0]["task"],
+        rows[0]["test_rows"],
+        counted("ours"),
+        counted("averaged"),
+        counted("mlp"),
     ]
 
 
