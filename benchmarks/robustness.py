@@ -114,6 +114,8 @@ accuracy and the defaults table's seeds 0–2 move by a row either way, and diab
 moved by 0.06 over them."""
 SPREAD_SEEDS = 20
 SPREAD_NETWORKS = 3
+MISSED_ROWS_SHOWN = 8
+"""Test rows the spread table names per classifier, the most often missed first."""
 
 PARTS = ("sweep", "defaults", "speed", "spread")
 
@@ -532,9 +534,10 @@ def write_markdown(data: dict, path: Path) -> None:
         ]
         if missed:
             lines += [
-                "The test rows each classifier got wrong, as `row ×seeds` (the row's index in "
-                "the test split; × the number of seeds that missed it, when more than one): "
-                "whether a seed's miss is a row that others get right.",
+                "The test rows each classifier got wrong over the seeds, as `row ×seeds` (the "
+                "row's index in the test split, × the number of seeds that missed it when "
+                "more than one; the most often missed first), and the misses in all: whether "
+                "a seed's miss is a row that the other seeds get right.",
                 "",
             ]
             lines += report.table(
@@ -577,7 +580,13 @@ def _missed_line(rows: list[dict]) -> list:
     def counted(key: str) -> str:
         counts = Counter(index for row in rows for index in row[f"{key}_missed"])
         ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
-        return ", ".join(f"{index} ×{n}" if n > 1 else str(index) for index, n in ranked) or "–"
+        shown = ", ".join(
+            f"{index} ×{n}" if n > 1 else str(index) for index, n in ranked[:MISSED_ROWS_SHOWN]
+        )
+        others = len(ranked) - MISSED_ROWS_SHOWN
+        more = f", {others} other rows" if others > 0 else ""
+        misses = sum(counts.values())
+        return f"{shown}{more} ({misses} miss{'' if misses == 1 else 'es'})" if counts else "–"
 
     return [
         rows[0]["task"],
