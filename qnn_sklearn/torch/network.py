@@ -64,11 +64,15 @@ NARROW_INPUT_FEATURES = 16
 
 NARROW_INPUT_BITS, WIDE_INPUT_BITS = 5, 4
 
-PRUNED_INPUT_FEATURES = 24
-"""Inputs of more than this many features get ``n_prune_neurons_percentage=PRUNED_SHARE`` by
-default, narrower ones no structured pruning (see :func:`default_pruned_share`)."""
+WIDE_NETWORK_FEATURES = 24
+"""Inputs of more than this many features make a wide network: by default it gets
+``WIDE_ACCUM_BITS`` and prunes ``PRUNED_SHARE`` of its hidden neurons, a narrower one
+``ACCUM_BITS`` and no structured pruning (:func:`default_accum_bits`,
+:func:`default_pruned_share`)."""
 
-PRUNED_SHARE = 0.5
+ACCUM_BITS, WIDE_ACCUM_BITS = 8, 9
+
+PRUNED_SHARE = 0.6
 
 WEIGHT_LR_LIMIT = 1 / 32
 """A linear layer's weights train at a learning rate of at most ``WEIGHT_LR_LIMIT / √fan_in``
@@ -119,19 +123,40 @@ def default_input_bits(
     return target if max_terms(first_budget, max_weight, max_input) >= 1 else n_a_bits
 
 
+def default_accum_bits(input_dim: int) -> int:
+    """The accumulators' bits when the user gives none: ``WIDE_ACCUM_BITS`` (9) on more than
+    ``WIDE_NETWORK_FEATURES`` (24) features, else ``ACCUM_BITS`` (8).
+
+    Every layer of a wide network has a wide fan-in (the input's features, or ×4 of them
+    hidden), and the budget bounds ``Σ|w|·max|x|`` per neuron: at 8 bits a digits neuron held
+    about six full-size products, and the defaults missed the mean of scikit-learn's MLP by
+    more than 2 points on 9 of 20 seeds. Rounding keeps each lookup at
+    ``rounding_threshold_bits`` whatever the accumulator's width, so a ninth bit costs one
+    rounding bit more per neuron (about 15% on digits). Pruning 60% of the neurons instead of
+    half pays it back on digits and breast_cancer; MNIST-5k's second layer keeps more live
+    neurons at 9 bits, so it costs about a fifth more. With both (seeds 0–11 at 4c912b6, a
+    ``/tmp`` probe; the README's training section has the rest): digits 0.964–0.976, mean
+    0.972, against 0.947–0.967 (0.958), at an FHE floor of 8.7 s a row against 9.1;
+    MNIST-5k 0.934–0.939 on seeds 0–2 against 0.918–0.930. On narrow inputs a ninth bit
+    did not help: iris lost a seed.
+    """
+    return WIDE_ACCUM_BITS if input_dim > WIDE_NETWORK_FEATURES else ACCUM_BITS
+
+
 def default_pruned_share(input_dim: int) -> float:
     """The share of hidden neurons structured pruning removes when the user gives none:
-    ``PRUNED_SHARE`` (half) on more than ``PRUNED_INPUT_FEATURES`` (24) features, else none.
+    ``PRUNED_SHARE`` (60%) on more than ``WIDE_NETWORK_FEATURES`` (24) features, else none.
 
     Every hidden neuron costs the circuit the same bootstraps (its rounding and its lookup),
     so the FHE latency is proportional to the neurons kept. Wide inputs give the ×4 hidden
     layers more neurons than accuracy needs: at half, breast_cancer (30 features), digits (64)
     and MNIST-5k (784, ×1) kept their accuracy at half the bootstraps (seeds 0–2, within 2
-    points of scikit-learn's MLP; ROBUSTNESS.md has the table). At 20 features (the clusters
+    points of scikit-learn's MLP; ROBUSTNESS.md has the table), and with the wide networks'
+    9-bit accumulators (:func:`default_accum_bits`) at 60%. At 20 features (the clusters
     task and make_regression) half cost 1–2.5 points of accuracy and up to 0.008 of R², to
     the edge of those targets; at 4 (iris) one seed lost 5 points.
     """
-    return PRUNED_SHARE if input_dim > PRUNED_INPUT_FEATURES else 0.0
+    return PRUNED_SHARE if input_dim > WIDE_NETWORK_FEATURES else 0.0
 
 
 def layer_budgets(
@@ -166,12 +191,13 @@ class SparseQuantNeuralNetwork(NeuronPruning, nn.Module):
         Hidden width is ``input_dim * n_hidden_neurons_multiplier``.
     n_w_bits, n_a_bits : int
         Bits of weights and of activations, at least ``MIN_GRID_BITS`` (2).
-    n_accum_bits : int
-        Bits every accumulator must fit, sign included.
+    n_accum_bits : int or None
+        Bits every accumulator must fit, sign included. None: 9 on more than 24 features,
+        else 8 (:func:`default_accum_bits` says why).
     n_prune_neurons_percentage : float or None
         Fraction in [0, 1) of each hidden layer's neurons (of its width before any pruning)
         removed by structured pruning: when the masks go on, each hidden layer keeps its rows
-        of largest L2 norm. None: half on more than 24 features, else none
+        of largest L2 norm. None: 60% on more than 24 features, else none
         (:func:`default_pruned_share` says why).
     activation_function : type
         torch activation class, instantiated once per hidden layer. The estimators check in
@@ -207,7 +233,7 @@ class SparseQuantNeuralNetwork(NeuronPruning, nn.Module):
         n_hidden_neurons_multiplier: int = 4,
         n_w_bits: int = 3,
         n_a_bits: int = 3,
-        n_accum_bits: int = 8,
+        n_accum_bits: int | None = None,
         n_prune_neurons_percentage: float | None = None,
         activation_function=nn.ReLU,
         quant_narrow: bool = False,
@@ -220,7 +246,8 @@ class SparseQuantNeuralNetwork(NeuronPruning, nn.Module):
             _check_bits(name, locals()[name])
         if isinstance(n_layers, bool) or not isinstance(n_layers, int) or n_layers < 1:
             raise ValueError(f"n_layers must be an integer >= 1, got {n_layers!r}.")
-        _check_bits("n_accum_bits", n_accum_bits)
+        if n_accum_bits is not None:
+            _check_bits("n_accum_bits", n_accum_bits)
         for name in ("n_w_bits", "n_a_bits"):
             _check_bits(name, locals()[name], MIN_GRID_BITS)
         if n_input_bits is not None:
@@ -249,6 +276,8 @@ class SparseQuantNeuralNetwork(NeuronPruning, nn.Module):
         if rounding_threshold_bits == AUTO_ROUNDING:
             rounding_threshold_bits = n_a_bits + AUTO_ROUNDING_EXTRA_BITS
         self.rounding_threshold_bits = rounding_threshold_bits
+        if n_accum_bits is None:
+            n_accum_bits = default_accum_bits(input_dim)
         self.n_w_bits, self.n_a_bits, self.n_accum_bits = n_w_bits, n_a_bits, n_accum_bits
         self.layer_budgets = layer_budgets(n_layers, n_accum_bits, rounding_threshold_bits)
         if n_input_bits is None:

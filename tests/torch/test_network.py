@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import functools
 
 import numpy as np
@@ -429,8 +430,8 @@ def test_default_input_bits_follow_the_input_width(input_dim, bits, expected):
     [
         (4, None, 0.0),  # narrow inputs: no structured pruning
         (24, None, 0.0),
-        (25, None, 0.5),  # wider ones: half the hidden neurons
-        (64, None, 0.5),
+        (25, None, 0.6),  # wider ones: 60% of the hidden neurons
+        (64, None, 0.6),
         (64, 0.0, 0.0),  # the user's share wins, either way
         (4, 0.25, 0.25),
     ],
@@ -441,6 +442,27 @@ def test_default_pruned_share_follows_the_input_width(input_dim, given, expected
     module.enable_pruning()
     unpruned = module.unpruned_widths[1]
     assert module.hidden_widths() == [unpruned - round(expected * unpruned)] * 2
+
+
+@pytest.mark.parametrize(
+    "input_dim, given, expected",
+    [
+        (4, None, 8),  # narrow inputs: 8-bit accumulators
+        (24, None, 8),
+        (25, None, 9),  # wider ones: 9 bits
+        (64, None, 9),
+        (64, 8, 8),  # the user's bits win, either way
+        (4, 12, 12),
+    ],
+)
+def test_default_accum_bits_follow_the_input_width(input_dim, given, expected):
+    """The layers' budgets follow the resolved bits; the constructor's arguments keep the
+    user's, so a copy (rebuilt from them) resolves the same bits."""
+    module = SparseQuantNeuralNetwork(input_dim, 3, 2, n_accum_bits=given)
+    assert module.n_accum_bits == expected
+    assert module.init_kwargs["n_accum_bits"] == given
+    assert module.layer_budgets == layer_budgets(3, expected, module.rounding_threshold_bits)
+    assert copy.deepcopy(module).n_accum_bits == expected
 
 
 def test_input_grid_bits_apart_from_the_activations():
