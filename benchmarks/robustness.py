@@ -502,7 +502,8 @@ def write_markdown(data: dict, path: Path) -> None:
         lines.append("")
     if part := data.get("spread"):
         lines += ["## Defaults over more seeds, one network and several averaged", ""]
-        lines += [_provenance(part), ""]
+        earlier = _earlier_rows(part)
+        lines += [_provenance(part), *([earlier] if earlier else []), ""]
         lines += [
             "Each seed 0..N−1: ours with only `random_state` set; ours with `n_networks` set "
             "too (that many networks trained side by side, each on its own loss and "
@@ -619,14 +620,15 @@ def main(argv=None) -> None:
         nargs="+",
         choices=DEFAULT_TASKS + REGRESSION_TASKS,
         default=list(DEFAULT_TASKS + REGRESSION_TASKS),
-        help="tasks of the defaults part",
+        help="tasks of the defaults part (the other tasks' rows stay)",
     )
     parser.add_argument(
         "--spread-tasks",
         nargs="+",
         choices=DEFAULT_TASKS + REGRESSION_TASKS,
         default=list(SPREAD_TASKS),
-        help=f"tasks of the spread part (default: {list(SPREAD_TASKS)})",
+        help=f"tasks of the spread part (default: {list(SPREAD_TASKS)}; the other tasks' rows "
+        "stay)",
     )
     parser.add_argument(
         "--spread-seeds",
@@ -664,11 +666,12 @@ def main(argv=None) -> None:
         ),
     }
     command = "python benchmarks/robustness.py " + " ".join(argv or sys.argv[1:])
+    measured_tasks = {"defaults": args.tasks, "spread": args.spread_tasks}
     for part in parts:
         kept = []
-        if part == "defaults" and "defaults" in data:
+        if part in measured_tasks and part in data and not args.smoke:
             # tasks measured one run at a time: another task's rows stay (each has its commit)
-            kept = [row for row in data[part]["rows"] if row["task"] not in args.tasks]
+            kept = [row for row in data[part]["rows"] if row["task"] not in measured_tasks[part]]
         commit = _commit()  # once: a commit made while the part runs is not what it measured
         data[part] = {"command": command, "commit": commit, "rows": kept}
         for row in measure[part]():  # saved row by row: a long part keeps what it measured
