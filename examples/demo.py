@@ -51,6 +51,7 @@ def main() -> None:
         module__n_a_bits=3,
         module__n_accum_bits=7,
         module__n_input_bits=3,  # as tuned; the default at 30 features would be 4 bits
+        module__n_prune_neurons_percentage=0.5,  # as tuned; the default there prunes 60%
         rounding_threshold_bits=4,
         random_state=0,
         **common,

@@ -43,8 +43,9 @@ def wide_values(precision: int) -> int:
 
 ROUNDING_CASE = (5, 3)
 """(kept bits, removed bits) of the rounded layer that prices one removed bit: an 8-bit
-accumulator (the default ``n_accum_bits`` on up to 24 features) rounded to 5 bits, what ``"auto"`` keeps at the
-default 3-bit activations (``n_a_bits + 2``); (4, 4) was the older default's shape."""
+accumulator (the default ``n_accum_bits`` on up to 24 features) rounded to 5 bits, what
+``"auto"`` keeps at the default 3-bit activations (``n_a_bits + 2``); (4, 4) was the older
+default's shape."""
 
 LAYER_FAN_IN = 8
 """Inputs of the dot product before the rounding in the table's rounded layer (as in

@@ -135,11 +135,12 @@ def default_accum_bits(input_dim: int) -> int:
     rounding bit more per neuron (about 15% on digits). Pruning 60% of the neurons instead of
     half pays it back on breast_cancer, and on digits by the bootstraps' floor (measured in
     FHE, 9.67 s a row against 9.24 at a higher load; README, the anchor); MNIST-5k's second
-    layer keeps more live neurons at 9 bits, so it costs a fifth to a third more. With both (seeds 0–11 at 4c912b6, a
-    ``/tmp`` probe; the README's training section has the rest): digits 0.964–0.976, mean
-    0.972, against 0.947–0.967 (0.957), at an FHE floor of 8.7 s a row against 9.1;
-    MNIST-5k 0.934–0.939 on seeds 0–2 against 0.918–0.930. On narrow inputs a ninth bit
-    did not help: iris lost a seed.
+    layer keeps more live neurons at 9 bits, so it costs a fifth to a third more. With both
+    (seeds 0–11 at 4c912b6, a ``/tmp`` probe; the README's training section has the rest):
+    digits 0.964–0.976, mean 0.972, against 0.947–0.967 (0.957), at an FHE floor of 8.7 s a
+    row against 9.1; MNIST-5k 0.934–0.939 on seeds 0–2 against 0.918–0.930. Over 20 seeds
+    (ROBUSTNESS.md) digits came within 2 points of the MLP's mean on all 20 instead of 11.
+    On narrow inputs a ninth bit did not help: iris lost a seed.
     """
     return WIDE_ACCUM_BITS if input_dim > WIDE_NETWORK_FEATURES else ACCUM_BITS
 
