@@ -30,6 +30,7 @@ def main() -> None:
     # ~2000 Adam steps
     common = {"max_epochs": 286, "lr": 1e-2, "batch_size": 64, "train_split": None}
     hidden = 2 * X.shape[1]
+    torch.manual_seed(0)  # before the float layers are built: their initial weights too
     fp32 = skorch.NeuralNetClassifier(
         torch.nn.Sequential(
             torch.nn.Linear(X.shape[1], hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, 2)
@@ -40,7 +41,6 @@ def main() -> None:
         iterator_train__shuffle=True,
         **common,
     )
-    torch.manual_seed(0)
     fp32.fit(X_train.astype(np.float32), y_train)
     fp32_accuracy = float((fp32.predict(X_test.astype(np.float32)) == y_test).mean())
 
