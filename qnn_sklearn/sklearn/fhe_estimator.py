@@ -363,7 +363,7 @@ class FHEEstimatorMixin:
         """A copy fine-tuned on (X, y) whose hidden layers keep at most ``1 −
         n_prune_neurons_percentage`` of their width before any pruning (the neurons of largest
         weight norm): a share of the architecture, as the constructor's setting is, so 0.5 on
-        a network that the default already halved removes nothing more."""
+        a network that the default already pruned by 60% removes nothing more."""
         check_is_fitted(self)
         if not 0.0 <= n_prune_neurons_percentage < 1.0:
             raise ValueError("n_prune_neurons_percentage must be in [0, 1).")
