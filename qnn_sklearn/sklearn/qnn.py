@@ -49,8 +49,9 @@ class NeuralNetClassifier(FHEEstimatorMixin, skorch.NeuralNetClassifier):
     Three module defaults follow the input's width (``SparseQuantNeuralNetwork`` says why):
     the input grid has 5 bits on at most 16 features, else 4, and at least ``n_a_bits``
     (``module__n_input_bits``); on more than 24 features the accumulators get 9 bits instead
-    of 8 (``module__n_accum_bits``) and structured pruning removes 60% of each hidden layer's
-    neurons instead of none (``module__n_prune_neurons_percentage``). A value you set wins.
+    of 8 when they are rounded (``module__n_accum_bits``; the default rounding) and structured
+    pruning removes 60% of each hidden layer's neurons instead of none
+    (``module__n_prune_neurons_percentage``). A value you set wins.
 
     With ``train_split`` (e.g. skorch's ``ValidSplit(5)``), skorch's ``valid_acc`` and any
     ``EpochScoring`` score the network as it trains; during fit, ``predict`` answers with

@@ -123,9 +123,12 @@ def default_input_bits(
     return target if max_terms(first_budget, max_weight, max_input) >= 1 else n_a_bits
 
 
-def default_accum_bits(input_dim: int) -> int:
+def default_accum_bits(input_dim: int, rounded: bool) -> int:
     """The accumulators' bits when the user gives none: ``WIDE_ACCUM_BITS`` (9) on more than
-    ``WIDE_NETWORK_FEATURES`` (24) features, else ``ACCUM_BITS`` (8).
+    ``WIDE_NETWORK_FEATURES`` (24) features when the hidden accumulators are ``rounded``
+    before their lookups, else ``ACCUM_BITS`` (8). Unrounded, a hidden layer's lookup reads
+    the whole accumulator, and each bit multiplies a lookup's cost: 416 ms a bootstrap at 8
+    bits, 3.7 times 7 bits' (benchmarks/results/pbs_floor.json, which stops at 8).
 
     Every layer of a wide network has a wide fan-in (the input's features, or ×4 of them
     hidden), and the budget bounds ``Σ|w|·max|x|`` per neuron: at 8 bits a digits neuron held
@@ -142,7 +145,7 @@ def default_accum_bits(input_dim: int) -> int:
     (ROBUSTNESS.md) digits came within 2 points of the MLP's mean on all 20 instead of 11.
     On narrow inputs a ninth bit did not help: iris lost a seed.
     """
-    return WIDE_ACCUM_BITS if input_dim > WIDE_NETWORK_FEATURES else ACCUM_BITS
+    return WIDE_ACCUM_BITS if rounded and input_dim > WIDE_NETWORK_FEATURES else ACCUM_BITS
 
 
 def default_pruned_share(input_dim: int) -> float:
@@ -194,8 +197,9 @@ class SparseQuantNeuralNetwork(NeuronPruning, nn.Module):
     n_w_bits, n_a_bits : int
         Bits of weights and of activations, at least ``MIN_GRID_BITS`` (2).
     n_accum_bits : int or None
-        Bits every accumulator must fit, sign included. None: 9 on more than 24 features,
-        else 8 (:func:`default_accum_bits` says why).
+        Bits every accumulator must fit, sign included. None: 9 on more than 24 features
+        with rounded accumulators (``rounding_threshold_bits``), else 8
+        (:func:`default_accum_bits` says why).
     n_prune_neurons_percentage : float or None
         Fraction in [0, 1) of each hidden layer's neurons (of its width before any pruning)
         removed by structured pruning: when the masks go on, each hidden layer keeps its rows
@@ -279,7 +283,7 @@ class SparseQuantNeuralNetwork(NeuronPruning, nn.Module):
             rounding_threshold_bits = n_a_bits + AUTO_ROUNDING_EXTRA_BITS
         self.rounding_threshold_bits = rounding_threshold_bits
         if n_accum_bits is None:
-            n_accum_bits = default_accum_bits(input_dim)
+            n_accum_bits = default_accum_bits(input_dim, rounding_threshold_bits is not None)
         self.n_w_bits, self.n_a_bits, self.n_accum_bits = n_w_bits, n_a_bits, n_accum_bits
         self.layer_budgets = layer_budgets(n_layers, n_accum_bits, rounding_threshold_bits)
         if n_input_bits is None:

@@ -445,20 +445,23 @@ def test_default_pruned_share_follows_the_input_width(input_dim, given, expected
 
 
 @pytest.mark.parametrize(
-    "input_dim, given, expected",
+    "input_dim, given, rounding, expected",
     [
-        (4, None, 8),  # narrow inputs: 8-bit accumulators
-        (24, None, 8),
-        (25, None, 9),  # wider ones: 9 bits
-        (64, None, 9),
-        (64, 8, 8),  # the user's bits win, either way
-        (4, 12, 12),
+        (4, None, "auto", 8),  # narrow inputs: 8-bit accumulators
+        (24, None, "auto", 8),
+        (25, None, "auto", 9),  # wider ones, rounded before their lookups: 9 bits
+        (64, None, 5, 9),
+        (64, None, None, 8),  # unrounded, a lookup would read all 9 bits
+        (64, 8, "auto", 8),  # the user's bits win, either way
+        (4, 12, None, 12),
     ],
 )
-def test_default_accum_bits_follow_the_input_width(input_dim, given, expected):
+def test_default_accum_bits_follow_the_input_width(input_dim, given, rounding, expected):
     """The layers' budgets follow the resolved bits; the constructor's arguments keep the
     user's, so a copy (rebuilt from them) resolves the same bits."""
-    module = SparseQuantNeuralNetwork(input_dim, 3, 2, n_accum_bits=given)
+    module = SparseQuantNeuralNetwork(
+        input_dim, 3, 2, n_accum_bits=given, rounding_threshold_bits=rounding
+    )
     assert module.n_accum_bits == expected
     assert module.init_kwargs["n_accum_bits"] == given
     assert module.layer_budgets == layer_budgets(3, expected, module.rounding_threshold_bits)
