@@ -114,13 +114,8 @@ def _network_spec(network: SparseQuantNeuralNetwork, prefix: str) -> tuple[dict,
     the entry gives them."""
     state = {name: tensor.detach().cpu().numpy() for name, tensor in network.state_dict().items()}
     files = {name: f"{prefix}{index}.npy" for index, name in enumerate(state)}
-    # prune() sets the percentage on the network after construction.
-    init_kwargs = {
-        **network.init_kwargs,
-        "n_prune_neurons_percentage": network.n_prune_neurons_percentage,
-    }
     spec = {
-        "init_kwargs": _encode(init_kwargs, "the network's init_kwargs"),
+        "init_kwargs": _encode(network.rebuild_kwargs, "the network's init_kwargs"),
         "hidden_widths": network.hidden_widths(),
         "rounding_plan": _rounding_plan_to_json(network.rounding_plan()),
         "state": files,

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..quantization.rounding import RoundingPlan
-from ..quantization.stages import MAX_AVERAGED_BLOCKS
+from ..quantization.stages import MAX_AVERAGED_BLOCKS, BlockMean, Stage
 from .network import SparseQuantNeuralNetwork
 
 MAX_NETWORKS = MAX_AVERAGED_BLOCKS
@@ -104,6 +104,11 @@ class AveragedNetworks(nn.Module):
         if plans[0] is None:
             return None
         return RoundingPlan(tuple(lsbs for plan in plans for lsbs in plan.lsbs))
+
+    def client_stages(self) -> tuple[Stage, ...]:
+        """The client's mean of the networks' dequantized blocks (the circuit outputs them
+        side by side)."""
+        return (BlockMean(len(self.networks)),)
 
     def __reduce__(self):
         """Rebuilt through ``__init__``, which shares the first network's input quantizer again

@@ -10,8 +10,7 @@ import torch
 from ..onnx import evaluate_onnx, export_brevitas_to_qonnx, export_torch_to_onnx, import_onnx
 from ..quantization import PostTrainingOptions, QuantizedModule
 from ..quantization.rounding import RoundingPlan
-from ..quantization.stages import BlockMean
-from .averaged import AveragedNetworks
+from ..quantization.stages import Stage
 
 N_BITS_KEYS = ("model_inputs", "op_weights", "op_inputs")
 
@@ -23,6 +22,15 @@ class PlansItsRounding(Protocol):
 
     def rounding_plan(self) -> RoundingPlan | None:
         """The bits each rounded layer removes; None if the network does not round."""
+
+
+@runtime_checkable
+class FinishesOnTheClient(Protocol):
+    """A network whose exported output needs client-side stages after its dequantization
+    (AveragedNetworks: the mean of the networks' blocks). Its integer model appends them."""
+
+    def client_stages(self) -> tuple[Stage, ...]:
+        """The stages, in order, that turn the circuit's dequantized output into the model's."""
 
 
 def _as_numpy(inputset) -> np.ndarray:
@@ -82,14 +90,15 @@ def build_brevitas_qat_model(
 
     A network that rounds its accumulators while it trains (:class:`PlansItsRounding`, like
     SparseQuantNeuralNetwork) keeps exactly that rounding; ``rounding_threshold_bits`` then
-    must be None. Otherwise ``rounding_threshold_bits`` adds rounding after training.
+    must be None. Otherwise ``rounding_threshold_bits`` adds rounding after training. A network
+    that finishes its output on the client (:class:`FinishesOnTheClient`) gets those stages.
     ``torch_inputset`` only fixes the input shape for the export; nothing is calibrated.
     """
     inputset = _as_numpy(torch_inputset)
     plan = brevitas_model.rounding_plan() if isinstance(brevitas_model, PlansItsRounding) else None
     model = export_brevitas_to_qonnx(brevitas_model, torch.as_tensor(inputset, dtype=torch.float32))
-    averaged = isinstance(brevitas_model, AveragedNetworks)
-    client_stages = (BlockMean(len(brevitas_model.networks)),) if averaged else ()
+    finishes = isinstance(brevitas_model, FinishesOnTheClient)
+    client_stages = brevitas_model.client_stages() if finishes else ()
     return import_onnx(model, None, rounding_threshold_bits, plan, client_stages)
 
 

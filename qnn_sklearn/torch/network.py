@@ -516,23 +516,20 @@ class SparseQuantNeuralNetwork(NeuronPruning, nn.Module):
             widths = [len(state_dict[f"linears.{index}.bias"]) for index in range(n_hidden)]
         except KeyError as error:
             raise ValueError(f"The state has no {error}: not a state of this network.") from None
-        init_kwargs = {
-            **self.init_kwargs,
-            "n_prune_neurons_percentage": self.n_prune_neurons_percentage,
-        }
         try:
-            return rebuild_network(init_kwargs, widths, state_dict)
+            return rebuild_network(self.rebuild_kwargs, widths, state_dict)
         except RuntimeError as error:
             raise ValueError(f"The state does not fit this network: {error}") from None
 
+    @property
+    def rebuild_kwargs(self) -> dict:
+        """The constructor arguments that rebuild this network as it is now: its own, with the
+        share of neurons pruned that ``prune()`` may have changed since."""
+        return {**self.init_kwargs, "n_prune_neurons_percentage": self.n_prune_neurons_percentage}
+
     def __reduce__(self):
         """Brevitas quantizers are not picklable: rebuild from arguments, widths and state."""
-        init_kwargs = {
-            **self.init_kwargs,
-            # prune() changes the percentage of a built network.
-            "n_prune_neurons_percentage": self.n_prune_neurons_percentage,
-        }
-        return (rebuild_network, (init_kwargs, self.hidden_widths(), self.state_dict()))
+        return (rebuild_network, (self.rebuild_kwargs, self.hidden_widths(), self.state_dict()))
 
 
 class _ReluForwardOf(torch.autograd.Function):
